@@ -3,8 +3,16 @@
  * Prints a table and writes bench/results/crypto.json. Medians in microseconds; ratio = theirs/ours
  * (> 1: we are faster). Not a test: nothing here passes or fails.
  */
+
+import { generateKeyPairSync, sign as nodeSign, verify as nodeVerify } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { cpus } from 'node:os';
+import {
+  chameleonCollision,
+  chameleonHash,
+  generateChameleonKey,
+  verifyChameleon,
+} from '../src/crypto/chameleon.ts';
 import { curveBackend, nobleBackend, useCurveBackend } from '../src/crypto/curve/backend.ts';
 import { generateSigningKey, sign, verify } from '../src/crypto/sign.ts';
 import * as ours from '../src/crypto/umbral/index.ts';
@@ -140,6 +148,28 @@ op(
     const s = tSigner.sign(txBytes);
     return () => s.verify(tAlicePk, txBytes);
   })(),
+);
+
+// The alternative signature scheme we measured against (see src/crypto/sign.ts).
+const ed = generateKeyPairSync('ed25519');
+const edSig = nodeSign(null, txBytes, ed.privateKey);
+op(
+  'verify (Ed25519 node:crypto, 200 B; not used)',
+  () => nodeVerify(null, txBytes, ed.publicKey, edSig),
+  null,
+);
+
+// Chameleon hash over a medical tx's record digest (no umbral-pre counterpart).
+const ch = generateChameleonKey();
+const chCtx = randomBytes(40);
+const chMsg = randomBytes(120);
+const chOut = chameleonHash(ch.hashKey, chCtx, chMsg);
+op('CH hash', () => chameleonHash(ch.hashKey, chCtx, chMsg), null);
+op('CH verify', () => verifyChameleon(ch.hashKey, chCtx, chMsg, chOut.digest, chOut.opening), null);
+op(
+  'CH collision (includes its self-check)',
+  () => chameleonCollision(ch.trapdoor, chCtx, chOut.digest, chMsg),
+  null,
 );
 
 // The fallback when the native addon cannot load (browsers): fewer iterations, Umbral ops only.
