@@ -2,16 +2,16 @@
  * Signatures for transactions, votes and blocks: ECDSA on secp256k1 over a domain-separated
  * SHA-256 digest, low-S, 64-byte r || s, hedged RFC 6979 nonces.
  *
- * Chosen by measured verify throughput on this 2-core machine (Node 24, one core, 200-byte
- * messages; `npm run bench:crypto` re-measures the first two):
- *   libsecp256k1 ECDSA via the N-API addon   64 µs  (15,600 verifies/s)
- *   node:crypto Ed25519 (OpenSSL, KeyObject) 115 µs  ( 8,700 verifies/s)
- *   @noble/curves Ed25519                  1,716 µs  (   580 verifies/s)
- *   @noble/curves secp256k1 Schnorr        1,842 µs  (   540 verifies/s)
- * so libsecp256k1 ECDSA verifies 1.8x faster than the best Ed25519 we have, and it is the curve the
+ * Chosen by measured verify time on this 2-core machine (Node 24, one core, 200-byte messages):
+ *                                            bench:crypto run   standalone probe
+ *   libsecp256k1 ECDSA via the N-API addon        45 µs              64 µs
+ *   node:crypto Ed25519 (OpenSSL, KeyObject)      65 µs             115 µs
+ *   @noble/curves Ed25519                          -              1,716 µs
+ *   @noble/curves secp256k1 Schnorr                -              1,842 µs
+ * so libsecp256k1 ECDSA verifies 1.4-1.8x faster than the best Ed25519 we have, and it is the curve the
  * Umbral keys already use (one backend, one key type for patients and institutions). Batch
- * verification does not pay: ECDSA has none, and noble's Ed25519 batch is still far slower than
- * one native verify per signature. libsecp256k1 rejects high-S signatures, which removes ECDSA's
+ * verification does not pay here: ECDSA has none, node:crypto has no batch Ed25519, and any pure-JS
+ * batch verifier costs more than one native verify per signature. libsecp256k1 rejects high-S signatures, which removes ECDSA's
  * malleability (a tx hash cannot be changed by flipping s). Compact consensus certificates are one
  * signature per member over a batch root, not one per tx (ledger).
  */
