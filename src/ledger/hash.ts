@@ -1,0 +1,25 @@
+/** Domain-separated SHA-256 for ledger objects: H(tag, data) = SHA-256(u8(len tag) || tag || data). */
+import { sha256 } from '@noble/hashes/sha2.js';
+
+export const HASH_BYTES = 32;
+
+const encoder = new TextEncoder();
+const prefixes = new Map<string, Uint8Array>();
+
+function prefix(tag: string): Uint8Array {
+  let p = prefixes.get(tag);
+  if (!p) {
+    const t = encoder.encode(`spchain/${tag}`);
+    p = new Uint8Array(t.length + 1);
+    p[0] = t.length;
+    p.set(t, 1);
+    prefixes.set(tag, p);
+  }
+  return p;
+}
+
+export function ledgerHash(tag: string, ...parts: readonly Uint8Array[]): Uint8Array {
+  const h = sha256.create().update(prefix(tag));
+  for (const part of parts) h.update(part);
+  return h.digest();
+}
