@@ -48,6 +48,8 @@ export interface ChainParams {
 
 export interface Genesis {
   readonly chainId: string;
+  /** Network-wide key of the idHash (32 bytes): outsiders cannot run a dictionary over it. */
+  readonly idHashKey: Bytes;
   /** Milliseconds since the epoch. */
   readonly time: number;
   readonly members: readonly Member[];
@@ -156,6 +158,8 @@ export interface Keyblock {
   readonly time: number;
   readonly target: bigint;
   readonly nonce: number;
+  /** The miner's signature over the header (the PoW binds the miner's key, this binds the content). */
+  readonly signature: Bytes;
 }
 
 /** One member's vote signature in a certificate. */

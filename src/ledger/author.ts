@@ -1,0 +1,160 @@
+/**
+ * Making valid txs: what an institution (and, for signatures, the patient) does to register a
+ * patient, append a record or a correction, and add another institution's leaf. Pure: keys and
+ * randomness are passed in; the trapdoors never leave the institution that owns them.
+ */
+import { chameleonCollision, chameleonHash } from '../crypto/chameleon.ts';
+import type { RandomBytes } from '../crypto/random.ts';
+import { systemRandom } from '../crypto/random.ts';
+import {
+  initialRunning,
+  leafContext,
+  leafSetRoot,
+  type Microblock,
+  nextRunning,
+  rootContext,
+} from './microblock.ts';
+import { signGrant, signRegister } from './tx.ts';
+import type { Bytes, InstitutionIndex, LabelTx, LeafTx, MedicalTx, RegisterTx } from './types.ts';
+
+export interface InstitutionSecrets {
+  readonly index: InstitutionIndex;
+  readonly chameleonKey: Bytes;
+  readonly chameleonTrapdoor: Bytes;
+}
+
+export interface PatientKeys {
+  readonly preKey: Bytes;
+  readonly signingKey: Bytes;
+  readonly signingSecret: Bytes;
+}
+
+/**
+ * The home institution prepares the register tx (leaf and root digests, root opening); the
+ * patient's signature makes it valid and grants the home institution uploads.
+ */
+export function makeRegisterTx(opts: {
+  chainId: string;
+  idHash: Bytes;
+  home: InstitutionSecrets;
+  patient: PatientKeys;
+  fee: number;
+  random?: RandomBytes;
+}): RegisterTx {
+  const random = opts.random ?? systemRandom;
+  const { idHash, home } = opts;
+  const homeLeafDigest = chameleonHash(
+    home.chameleonKey,
+    leafContext(idHash, home.index),
+    initialRunning(idHash, home.index),
+    random,
+  ).digest;
+  const leaves = [{ institution: home.index, digest: homeLeafDigest }];
+  const root = chameleonHash(home.chameleonKey, rootContext(idHash), leafSetRoot(leaves), random);
+  return signRegister(
+    opts.chainId,
+    {
+      type: 'register',
+      idHash,
+      patientPreKey: opts.patient.preKey,
+      patientSigningKey: opts.patient.signingKey,
+      home: home.index,
+      homeLeafDigest,
+      rootDigest: root.digest,
+      rootOpening: root.opening,
+      fee: opts.fee,
+    },
+    opts.patient.signingSecret,
+    random,
+  );
+}
+
+type RecordFields =
+  | { type: 'medical'; pointer: Bytes }
+  | { type: 'label'; pointer: Bytes; target: Bytes };
+
+/**
+ * Appends a record (or a correction) to the institution's leaf of a patient's block: the next seq,
+ * and the trapdoor's collision that opens the leaf digest to the new running hash.
+ */
+export function makeRecordTx(
+  block: Microblock,
+  institution: InstitutionSecrets,
+  fields: RecordFields,
+  fee: number,
+  random: RandomBytes = systemRandom,
+): MedicalTx | LabelTx {
+  const leaf = block.leaves.find((l) => l.institution === institution.index);
+  if (!leaf) throw new Error(`institution ${institution.index} has no leaf for this patient`);
+  const base = {
+    block: { i: block.header.i, j: block.header.j },
+    institution: institution.index,
+    seq: leaf.seq + 1,
+    fee,
+  };
+  // The opening is not part of the running hash, so a placeholder suffices to compute it.
+  const draft =
+    fields.type === 'medical'
+      ? { ...base, type: 'medical' as const, pointer: fields.pointer, opening: PLACEHOLDER }
+      : {
+          ...base,
+          type: 'label' as const,
+          pointer: fields.pointer,
+          target: fields.target,
+          opening: PLACEHOLDER,
+        };
+  const opening = chameleonCollision(
+    institution.chameleonTrapdoor,
+    leafContext(block.header.idHash, institution.index),
+    leaf.digest,
+    nextRunning(leaf.running, draft),
+    random,
+  );
+  return { ...draft, opening };
+}
+
+const PLACEHOLDER = { r: new Uint8Array(32), s: new Uint8Array(32) };
+
+/**
+ * Adds `newcomer`'s leaf: the newcomer supplies its leaf digest, the patient the grant, and the home
+ * institution the root opening for the new leaf set.
+ */
+export function makeLeafTx(opts: {
+  chainId: string;
+  block: Microblock;
+  home: InstitutionSecrets;
+  newcomer: { index: InstitutionIndex; chameleonKey: Bytes };
+  patientSigningSecret: Bytes;
+  fee: number;
+  random?: RandomBytes;
+}): LeafTx {
+  const random = opts.random ?? systemRandom;
+  const { block, newcomer } = opts;
+  const idHash = block.header.idHash;
+  const leafDigest = chameleonHash(
+    newcomer.chameleonKey,
+    leafContext(idHash, newcomer.index),
+    initialRunning(idHash, newcomer.index),
+    random,
+  ).digest;
+  const leaves = [
+    ...block.leaves.map((l) => ({ institution: l.institution, digest: l.digest })),
+    { institution: newcomer.index, digest: leafDigest },
+  ];
+  const rootOpening = chameleonCollision(
+    opts.home.chameleonTrapdoor,
+    rootContext(idHash),
+    block.header.rootDigest,
+    leafSetRoot(leaves),
+    random,
+  );
+  return {
+    type: 'leaf',
+    block: { i: block.header.i, j: block.header.j },
+    institution: newcomer.index,
+    leafDigest,
+    grant: signGrant(opts.chainId, idHash, newcomer.index, opts.patientSigningSecret, random),
+    rootOpening,
+    fee: opts.fee,
+  };
+}

@@ -1,0 +1,175 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { makeLeafTx, makeRecordTx, makeRegisterTx } from '../../src/ledger/author.ts';
+import {
+  addLeaf,
+  appendRecord,
+  createMicroblock,
+  type Microblock,
+  microblockHash,
+} from '../../src/ledger/microblock.ts';
+import { decodeTx, encodeTx, txHash } from '../../src/ledger/tx.ts';
+import type { RecordTx } from '../../src/ledger/types.ts';
+import { makeNetwork, makePatient } from '../helpers/ledger-fixtures.ts';
+
+const { genesis, institutions, random } = makeNetwork(3, 'microblock');
+const members = (i: number) => genesis.members[i];
+const [home, other, stranger] = institutions as [
+  (typeof institutions)[0],
+  (typeof institutions)[0],
+  (typeof institutions)[0],
+];
+const patient = makePatient(random);
+const idHash = random(32);
+const pointer = (n: number) => new Uint8Array(32).fill(n);
+
+function registered(): Microblock {
+  const tx = makeRegisterTx({ chainId: genesis.chainId, idHash, home, patient, fee: 1, random });
+  const made = createMicroblock(tx, { i: 5, j: 2 }, members);
+  if (!made.ok) throw made.verdict.ok ? new Error('?') : made.verdict.error;
+  return made.block;
+}
+
+function mustAppend(block: Microblock, tx: RecordTx): Microblock {
+  const out = appendRecord(block, tx, members);
+  if (!out.ok) throw out.verdict.ok ? new Error('?') : out.verdict.error;
+  return out.block;
+}
+
+function reason(out: { ok: boolean; verdict?: { ok: boolean; error?: { code: string } } }) {
+  return out.ok ? 'ok' : out.verdict?.error?.code;
+}
+
+describe('patient microblocks', () => {
+  it('appends medical and label txs by collision; the block hash never changes', () => {
+    const block = registered();
+    const hash = microblockHash(block.header);
+    const m1 = makeRecordTx(block, home, { type: 'medical', pointer: pointer(1) }, 1, random);
+    const b1 = mustAppend(block, m1);
+    const m2 = makeRecordTx(b1, home, { type: 'medical', pointer: pointer(2) }, 1, random);
+    const b2 = mustAppend(b1, m2);
+    const fix = makeRecordTx(
+      b2,
+      home,
+      { type: 'label', pointer: pointer(3), target: txHash(m1) },
+      1,
+      random,
+    );
+    const b3 = mustAppend(b2, fix);
+    for (const b of [b1, b2, b3]) expect(microblockHash(b.header)).toEqual(hash);
+    expect(b3.leaves[0]!.seq).toBe(3);
+    // Each tx survives its encoding.
+    for (const tx of [m1, m2, fix]) expect(encodeTx(decodeTx(encodeTx(tx)))).toEqual(encodeTx(tx));
+  });
+
+  it('a medical tx is small: about 105 bytes on the ledger', () => {
+    const block = registered();
+    const m1 = makeRecordTx(block, home, { type: 'medical', pointer: pointer(1) }, 1, random);
+    expect(encodeTx(m1).length).toBeLessThanOrEqual(110);
+  });
+
+  it('detects a dropped, reordered, replayed or altered tx', () => {
+    const block = registered();
+    const m1 = makeRecordTx(block, home, { type: 'medical', pointer: pointer(1) }, 1, random);
+    const b1 = mustAppend(block, m1);
+    const m2 = makeRecordTx(b1, home, { type: 'medical', pointer: pointer(2) }, 1, random);
+    const b2 = mustAppend(b1, m2);
+    const m3 = makeRecordTx(b2, home, { type: 'medical', pointer: pointer(3) }, 1, random);
+    expect(reason(appendRecord(b1, m3, members))).toBe('SEQUENCE_GAP'); // m2 dropped
+    expect(reason(appendRecord(block, m2, members))).toBe('SEQUENCE_GAP'); // reordered
+    expect(reason(appendRecord(b2, m2, members))).toBe('REPLAYED_TX');
+    const altered = { ...m2, pointer: pointer(9) };
+    expect(reason(appendRecord(b1, altered, members))).toBe('BAD_CHAMELEON_OPENING');
+    // An opening made for another history (the trapdoor holder rewriting m1) does not fit.
+    const forged = makeRecordTx(block, home, { type: 'medical', pointer: pointer(7) }, 1, random);
+    expect(reason(appendRecord(b1, { ...forged, seq: 2 }, members))).toBe('BAD_CHAMELEON_OPENING');
+  });
+
+  it('rejects writers without a leaf and labels of unknown records', () => {
+    const block = registered();
+    const byOther = makeRecordTx(
+      { ...block, leaves: [...block.leaves, { ...block.leaves[0]!, institution: other.index }] },
+      other,
+      { type: 'medical', pointer: pointer(1) },
+      1,
+      random,
+    );
+    expect(reason(appendRecord(block, byOther, members))).toBe('UNAUTHORISED_INSTITUTION');
+    const label = makeRecordTx(
+      block,
+      home,
+      { type: 'label', pointer: pointer(2), target: pointer(8) },
+      1,
+      random,
+    );
+    expect(reason(appendRecord(block, label, members))).toBe('UNKNOWN_TX');
+  });
+
+  it('adds a leaf with the patient grant and the home root opening; then the newcomer writes', () => {
+    const block = registered();
+    const hash = microblockHash(block.header);
+    const leaf = makeLeafTx({
+      chainId: genesis.chainId,
+      block,
+      home,
+      newcomer: { index: other.index, chameleonKey: other.chameleonKey },
+      patientSigningSecret: patient.signingSecret,
+      fee: 1,
+      random,
+    });
+    const added = addLeaf(block, leaf, genesis.chainId, members);
+    expect(added.ok).toBe(true);
+    if (!added.ok) return;
+    expect(microblockHash(added.block.header)).toEqual(hash);
+    const m = makeRecordTx(added.block, other, { type: 'medical', pointer: pointer(4) }, 1, random);
+    expect(appendRecord(added.block, m, members).ok).toBe(true);
+    expect(encodeTx(decodeTx(encodeTx(leaf)))).toEqual(encodeTx(leaf));
+
+    expect(reason(addLeaf(added.block, leaf, genesis.chainId, members))).toBe('REPLAYED_TX');
+    const noGrant = { ...leaf, institution: stranger.index };
+    expect(reason(addLeaf(block, noGrant, genesis.chainId, members))).toBe('BAD_SIGNATURE');
+    const wrongRoot = {
+      ...leaf,
+      rootOpening: makeLeafTx({
+        chainId: genesis.chainId,
+        block,
+        home: other, // not the home institution: its trapdoor cannot open the root digest
+        newcomer: { index: other.index, chameleonKey: other.chameleonKey },
+        patientSigningSecret: patient.signingSecret,
+        fee: 1,
+        random,
+      }).rootOpening,
+    };
+    expect(reason(addLeaf(block, wrongRoot, genesis.chainId, members))).toBe(
+      'BAD_CHAMELEON_OPENING',
+    );
+  });
+
+  it('a register tx whose root opening is wrong creates no block', () => {
+    const tx = makeRegisterTx({ chainId: genesis.chainId, idHash, home, patient, fee: 1, random });
+    const bad = { ...tx, homeLeafDigest: pointer(5) };
+    expect(createMicroblock(bad, { i: 1, j: 0 }, members).ok).toBe(false);
+    expect(createMicroblock({ ...tx, home: 9 }, { i: 1, j: 0 }, members).ok).toBe(false);
+  });
+
+  it('property: any sequence of appends keeps the hash and every tx verifies in order', () => {
+    fc.assert(
+      fc.property(fc.array(fc.boolean(), { minLength: 1, maxLength: 8 }), (kinds) => {
+        let block = registered();
+        const hash = microblockHash(block.header);
+        const medical: Uint8Array[] = [];
+        kinds.forEach((isLabel, n) => {
+          const fields =
+            isLabel && medical.length > 0
+              ? { type: 'label' as const, pointer: pointer(n), target: medical[0]! }
+              : { type: 'medical' as const, pointer: pointer(n) };
+          const tx = makeRecordTx(block, home, fields, 1, random);
+          if (tx.type === 'medical') medical.push(txHash(tx));
+          block = mustAppend(block, tx);
+        });
+        return microblockHash(block.header).every((b, i) => b === hash[i]);
+      }),
+      { numRuns: 10 },
+    );
+  });
+});
