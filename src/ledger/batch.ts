@@ -4,10 +4,24 @@
  * it yields the updated microblocks the batch produces (or the first typed reason it fails).
  */
 import { equalBytes, toHex } from '../crypto/bytes.ts';
+import {
+  type MerkleProof,
+  MerkleTree,
+  merkleLeafHash,
+  merkleRoot,
+  merkleRootFromProof,
+  merkleRootOfLeafHashes,
+} from '../crypto/merkle.ts';
 import { decode, encode } from './codec.ts';
 import { isLedgerError, OK, reject, type Verdict } from './errors.ts';
 import { HASH_BYTES, ledgerHash } from './hash.ts';
-import { addLeaf, appendRecord, type MemberLookup, type Microblock } from './microblock.ts';
+import {
+  addLeaf,
+  appendRecord,
+  type MemberLookup,
+  type Microblock,
+  type RecordLookup,
+} from './microblock.ts';
 import {
   checkBundleStateless,
   readBundle,
@@ -40,8 +54,95 @@ export function decodeBatch(bytes: Bytes): TxBatch {
   }));
 }
 
+/**
+ * What a batch's certificate signs: its header and two Merkle roots, over the hashes of all its txs
+ * in order and over its bundles' (institution, size, signature). A record is then proven with a
+ * logarithmic path instead of the whole batch.
+ */
+export interface BatchCommitment {
+  readonly height: number;
+  readonly prev: Bytes;
+  readonly keyblockHeight: number;
+  readonly proposer: InstitutionIndex;
+  /** The tx tree's size: a Merkle root means something only together with it. */
+  readonly txCount: number;
+  readonly txRoot: Bytes;
+  readonly bundleRoot: Bytes;
+}
+
+export function batchTxHashes(batch: TxBatch): Bytes[] {
+  return batch.bundles.flatMap((b) => b.txs.map(txHash));
+}
+
+export function batchCommitment(batch: TxBatch, txHashes = batchTxHashes(batch)): BatchCommitment {
+  return {
+    height: batch.height,
+    prev: batch.prev,
+    keyblockHeight: batch.keyblockHeight,
+    proposer: batch.proposer,
+    txCount: txHashes.length,
+    txRoot: merkleRootOfLeafHashes(txHashes.map(merkleLeafHash)),
+    bundleRoot: merkleRoot(
+      batch.bundles.map((b) =>
+        encode((w) =>
+          w.varint(b.institution).varint(b.txs.length).fixed(b.signature, 64, 'signature'),
+        ),
+      ),
+    ),
+  };
+}
+
+export function commitmentHash(c: BatchCommitment): Bytes {
+  return ledgerHash(
+    'batch',
+    encode((w) =>
+      w
+        .varint(c.height)
+        .fixed(c.prev, HASH_BYTES, 'prev')
+        .varint(c.keyblockHeight)
+        .varint(c.proposer)
+        .varint(c.txCount)
+        .fixed(c.txRoot, HASH_BYTES, 'txRoot')
+        .fixed(c.bundleRoot, HASH_BYTES, 'bundleRoot'),
+    ),
+  );
+}
+
 export function batchHash(batch: TxBatch): Bytes {
-  return ledgerHash('batch', encodeBatch(batch));
+  return commitmentHash(batchCommitment(batch));
+}
+
+/** Proof that the tx with hash `txHashes[index]` is in the batch (path in the tx tree). */
+export interface TxInclusion {
+  readonly commitment: BatchCommitment;
+  readonly proof: MerkleProof;
+}
+
+export function txInclusion(
+  batch: TxBatch,
+  index: number,
+  txHashes = batchTxHashes(batch),
+): TxInclusion {
+  return {
+    commitment: batchCommitment(batch, txHashes),
+    proof: MerkleTree.fromLeafHashes(txHashes.map(merkleLeafHash)).proof(index),
+  };
+}
+
+/** Checks a tx hash against an inclusion proof; returns the batch hash the certificate must sign. */
+export function verifyTxInclusion(txHashValue: Bytes, inclusion: TxInclusion): Bytes | null {
+  if (inclusion.proof.size !== inclusion.commitment.txCount) return null;
+  const root = merkleRootFromProofSafe(merkleLeafHash(txHashValue), inclusion.proof);
+  if (!root || !equalBytes(root, inclusion.commitment.txRoot)) return null;
+  return commitmentHash(inclusion.commitment);
+}
+
+function merkleRootFromProofSafe(leaf: Bytes, proof: MerkleProof): Bytes | null {
+  try {
+    return merkleRootFromProof(leaf, proof);
+  } catch {
+    return null;
+  }
 }
 
 export function refKey(ref: BlockRef): string {
@@ -64,6 +165,8 @@ export interface BatchContext {
   readonly microblocks: MicroblockView;
   /** Tx hashes already pinned (replays across batches), hex. */
   readonly isPinnedTx: (hashHex: string) => boolean;
+  /** Pinned medical txs, for label targets. */
+  readonly isRecordOf: RecordLookup;
 }
 
 export interface BatchEffects {
@@ -83,6 +186,11 @@ export function validateBatch(
   const recordsBy = new Map<number, number>();
   const feesBy = new Map<number, number>();
   const seen = new Set<string>();
+  // Medical txs earlier in this batch, as `hash|i/j|institution`, for label targets.
+  const batchRecords = new Set<string>();
+  const isRecordOf: RecordLookup = (target, ref, institution) =>
+    batchRecords.has(`${target}|${refKey(ref)}|${institution}`) ||
+    ctx.isRecordOf(target, ref, institution);
   let txCount = 0;
   const done = (verdict: Verdict) => ({
     verdict,
@@ -139,7 +247,7 @@ export function validateBatch(
         out =
           tx.type === 'leaf'
             ? addLeaf(block, tx, ctx.genesis.chainId, ctx.members)
-            : appendRecord(block, tx, ctx.members);
+            : appendRecord(block, tx, ctx.members, isRecordOf);
       } catch (err) {
         if (isLedgerError(err)) return done({ ok: false, error: err });
         throw err;
@@ -151,6 +259,7 @@ export function validateBatch(
         );
       }
       changed.set(key, out.block);
+      if (tx.type === 'medical') batchRecords.add(`${id}|${key}|${tx.institution}`);
       if (tx.type !== 'leaf')
         recordsBy.set(tx.institution, (recordsBy.get(tx.institution) ?? 0) + 1);
       feesBy.set(bundle.institution, (feesBy.get(bundle.institution) ?? 0) + tx.fee);

@@ -16,7 +16,7 @@ import { merkleRoot } from '../crypto/merkle.ts';
 import { encode } from './codec.ts';
 import { reject, type Verdict } from './errors.ts';
 import { HASH_BYTES, ledgerHash } from './hash.ts';
-import { recordTxCore, txHash, verifyGrant } from './tx.ts';
+import { recordTxCore, verifyGrant } from './tx.ts';
 import type {
   BlockRef,
   Bytes,
@@ -42,8 +42,6 @@ export interface LeafState {
   readonly seq: number;
   /** Running hash over the leaf's record txs, the message its digest currently opens to. */
   readonly running: Bytes;
-  /** Hashes of the leaf's medical txs, for label targets. */
-  readonly records: ReadonlySet<string>;
 }
 
 export interface Microblock {
@@ -57,6 +55,16 @@ export interface Microblock {
 
 /** What the rules need to know about institutions. */
 export type MemberLookup = (index: InstitutionIndex) => Member | undefined;
+
+/**
+ * Whether `targetHex` is a medical tx of `institution` for the patient block `ref` (pinned, or
+ * earlier in the batch being validated): a label may only correct such a tx.
+ */
+export type RecordLookup = (
+  targetHex: string,
+  ref: BlockRef,
+  institution: InstitutionIndex,
+) => boolean;
 
 export function microblockHash(header: MicroblockHeader): Bytes {
   return ledgerHash(
@@ -155,7 +163,6 @@ export function createMicroblock(
           digest: tx.homeLeafDigest,
           seq: 0,
           running: initialRunning(tx.idHash, tx.home),
-          records: new Set(),
         },
       ],
     },
@@ -172,6 +179,7 @@ export function appendRecord(
   block: Microblock,
   tx: RecordTx,
   members: MemberLookup,
+  isRecordOf: RecordLookup,
 ): { ok: true; block: Microblock } | { ok: false; verdict: Verdict } {
   const fail = (verdict: Verdict) => ({ ok: false as const, verdict });
   if (tx.block.i !== block.header.i || tx.block.j !== block.header.j) {
@@ -205,7 +213,7 @@ export function appendRecord(
       }),
     );
   }
-  if (tx.type === 'label' && !leaf.records.has(hex(tx.target))) {
+  if (tx.type === 'label' && !isRecordOf(hex(tx.target), tx.block, tx.institution)) {
     return fail(
       reject('UNKNOWN_TX', 'label targets no medical tx of this institution for this patient'),
     );
@@ -220,10 +228,8 @@ export function appendRecord(
       ),
     );
   }
-  const records =
-    tx.type === 'medical' ? new Set([...leaf.records, hex(txHash(tx))]) : leaf.records;
   const leaves = block.leaves.slice();
-  leaves[at] = { ...leaf, seq: tx.seq, running, records };
+  leaves[at] = { ...leaf, seq: tx.seq, running };
   return { ok: true, block: { ...block, leaves } };
 }
 
@@ -279,7 +285,6 @@ export function addLeaf(
     digest: tx.leafDigest,
     seq: 0,
     running: initialRunning(block.header.idHash, tx.institution),
-    records: new Set(),
   };
   return { ok: true, block: { ...block, leaves: [...block.leaves, leaf] } };
 }

@@ -7,7 +7,9 @@ import {
   decodeBatch,
   encodeBatch,
   refKey,
+  txInclusion,
   validateBatch,
+  verifyTxInclusion,
 } from '../../src/ledger/batch.ts';
 import { isLedgerError } from '../../src/ledger/errors.ts';
 import { createMicroblock, type Microblock, nextRunning } from '../../src/ledger/microblock.ts';
@@ -44,6 +46,7 @@ function ctx(overrides: Partial<BatchContext> = {}): BatchContext {
     pinnedKeyblockHeight: 1,
     microblocks: { get: (ref) => store.get(refKey(ref)) },
     isPinnedTx: () => false,
+    isRecordOf: () => false,
     ...overrides,
   };
 }
@@ -163,6 +166,29 @@ describe('tx batches', () => {
     ).toBe('UNAUTHORISED_INSTITUTION');
   });
 
+  it('proves one tx with a logarithmic path to the hash the certificate signs', () => {
+    const txs: BatchTx[] = [];
+    let block = patients[2]!.block;
+    for (let n = 0; n < 9; n++) {
+      const tx = makeRecordTx(block, a, { type: 'medical', pointer: pointer(n) }, 1, random);
+      txs.push(tx);
+      block = {
+        ...block,
+        leaves: [{ ...block.leaves[0]!, seq: tx.seq, running: nextRunningOf(block, tx) }],
+      };
+    }
+    const batch = batchOf([signBundle(genesis.chainId, a.index, txs, a.signingSecret, random)]);
+    const inclusion = txInclusion(batch, 5);
+    expect(inclusion.proof.siblings.length).toBeLessThanOrEqual(4);
+    expect(verifyTxInclusion(txHash(txs[5]!), inclusion)).toEqual(batchHash(batch));
+    expect(verifyTxInclusion(txHash(txs[4]!), inclusion)).toBeNull();
+    expect(
+      verifyTxInclusion(txHash(txs[5]!), { ...inclusion, proof: { ...inclusion.proof, size: 10 } }),
+    ).toBeNull();
+    const lied = { ...inclusion, commitment: { ...inclusion.commitment, txCount: 10 } };
+    expect(verifyTxInclusion(txHash(txs[5]!), lied)).toBeNull();
+  });
+
   it('decoding rejects truncated and extended batches with typed errors', () => {
     const { m1 } = sampleTxs();
     const bytes = encodeBatch(
@@ -183,8 +209,6 @@ describe('tx batches', () => {
     }
   });
 });
-
-import { nextRunning } from '../../src/ledger/microblock.ts';
 
 function nextRunningOf(block: Microblock, tx: BatchTx) {
   if (tx.type === 'leaf') throw new Error('record txs only');

@@ -1,5 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { toHex } from '../../src/crypto/bytes.ts';
 import { makeLeafTx, makeRecordTx, makeRegisterTx } from '../../src/ledger/author.ts';
 import {
   addLeaf,
@@ -30,8 +31,16 @@ function registered(): Microblock {
   return made.block;
 }
 
+/** Pinned medical txs (what the store's record index answers). */
+const pinnedRecords = new Set<string>();
+const isRecordOf = (target: string, ref: { i: number; j: number }, institution: number) =>
+  pinnedRecords.has(`${target}|${ref.i}/${ref.j}|${institution}`);
+
 function mustAppend(block: Microblock, tx: RecordTx): Microblock {
-  const out = appendRecord(block, tx, members);
+  const out = appendRecord(block, tx, members, isRecordOf);
+  if (out.ok && tx.type === 'medical') {
+    pinnedRecords.add(`${toHex(txHash(tx))}|${tx.block.i}/${tx.block.j}|${tx.institution}`);
+  }
   if (!out.ok) throw out.verdict.ok ? new Error('?') : out.verdict.error;
   return out.block;
 }
@@ -75,14 +84,16 @@ describe('patient microblocks', () => {
     const m2 = makeRecordTx(b1, home, { type: 'medical', pointer: pointer(2) }, 1, random);
     const b2 = mustAppend(b1, m2);
     const m3 = makeRecordTx(b2, home, { type: 'medical', pointer: pointer(3) }, 1, random);
-    expect(reason(appendRecord(b1, m3, members))).toBe('SEQUENCE_GAP'); // m2 dropped
-    expect(reason(appendRecord(block, m2, members))).toBe('SEQUENCE_GAP'); // reordered
-    expect(reason(appendRecord(b2, m2, members))).toBe('REPLAYED_TX');
+    expect(reason(appendRecord(b1, m3, members, isRecordOf))).toBe('SEQUENCE_GAP'); // m2 dropped
+    expect(reason(appendRecord(block, m2, members, isRecordOf))).toBe('SEQUENCE_GAP'); // reordered
+    expect(reason(appendRecord(b2, m2, members, isRecordOf))).toBe('REPLAYED_TX');
     const altered = { ...m2, pointer: pointer(9) };
-    expect(reason(appendRecord(b1, altered, members))).toBe('BAD_CHAMELEON_OPENING');
+    expect(reason(appendRecord(b1, altered, members, isRecordOf))).toBe('BAD_CHAMELEON_OPENING');
     // An opening made for another history (the trapdoor holder rewriting m1) does not fit.
     const forged = makeRecordTx(block, home, { type: 'medical', pointer: pointer(7) }, 1, random);
-    expect(reason(appendRecord(b1, { ...forged, seq: 2 }, members))).toBe('BAD_CHAMELEON_OPENING');
+    expect(reason(appendRecord(b1, { ...forged, seq: 2 }, members, isRecordOf))).toBe(
+      'BAD_CHAMELEON_OPENING',
+    );
   });
 
   it('rejects writers without a leaf and labels of unknown records', () => {
@@ -94,7 +105,9 @@ describe('patient microblocks', () => {
       1,
       random,
     );
-    expect(reason(appendRecord(block, byOther, members))).toBe('UNAUTHORISED_INSTITUTION');
+    expect(reason(appendRecord(block, byOther, members, isRecordOf))).toBe(
+      'UNAUTHORISED_INSTITUTION',
+    );
     const label = makeRecordTx(
       block,
       home,
@@ -102,7 +115,7 @@ describe('patient microblocks', () => {
       1,
       random,
     );
-    expect(reason(appendRecord(block, label, members))).toBe('UNKNOWN_TX');
+    expect(reason(appendRecord(block, label, members, isRecordOf))).toBe('UNKNOWN_TX');
   });
 
   it('adds a leaf with the patient grant and the home root opening; then the newcomer writes', () => {
@@ -122,7 +135,7 @@ describe('patient microblocks', () => {
     if (!added.ok) return;
     expect(microblockHash(added.block.header)).toEqual(hash);
     const m = makeRecordTx(added.block, other, { type: 'medical', pointer: pointer(4) }, 1, random);
-    expect(appendRecord(added.block, m, members).ok).toBe(true);
+    expect(appendRecord(added.block, m, members, isRecordOf).ok).toBe(true);
     expect(encodeTx(decodeTx(encodeTx(leaf)))).toEqual(encodeTx(leaf));
 
     expect(reason(addLeaf(added.block, leaf, genesis.chainId, members))).toBe('REPLAYED_TX');
