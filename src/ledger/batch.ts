@@ -24,6 +24,7 @@ import {
 } from './microblock.ts';
 import {
   checkBundleStateless,
+  encodeTx,
   readBundle,
   txHash,
   verifyBundleSignature,
@@ -33,6 +34,8 @@ import type { BlockRef, Bytes, Genesis, InstitutionIndex, TxBatch } from './type
 
 /** Most bundles in one batch. */
 export const MAX_BATCH_BUNDLES = 4096;
+/** A bundle's signature, written after its txs. */
+const BUNDLE_SIGNATURE_BYTES = 64;
 
 export function encodeBatch(batch: TxBatch): Bytes {
   return encode((w) => {
@@ -52,6 +55,33 @@ export function decodeBatch(bytes: Bytes): TxBatch {
     proposer: r.varint('proposer', 0xffff),
     bundles: r.list('bundles', MAX_BATCH_BUNDLES, readBundle),
   }));
+}
+
+/**
+ * Where each tx's canonical encoding lies inside encodeBatch(batch), in batch tx order (the order
+ * of batchTxHashes), so a tx can be read and hashed from the stored batch bytes alone. Follows the
+ * layout of encodeBatch and writeBundle: header, bundle count, then per bundle its institution and
+ * tx count, its txs back to back, and its 64-byte signature.
+ */
+export function batchTxSpans(batch: TxBatch): { offset: number; length: number }[] {
+  const varintSize = (n: number) => encode((w) => w.varint(n)).length;
+  let offset =
+    varintSize(batch.height) +
+    HASH_BYTES +
+    varintSize(batch.keyblockHeight) +
+    varintSize(batch.proposer) +
+    varintSize(batch.bundles.length);
+  const spans: { offset: number; length: number }[] = [];
+  for (const bundle of batch.bundles) {
+    offset += varintSize(bundle.institution) + varintSize(bundle.txs.length);
+    for (const tx of bundle.txs) {
+      const length = encodeTx(tx).length;
+      spans.push({ offset, length });
+      offset += length;
+    }
+    offset += BUNDLE_SIGNATURE_BYTES;
+  }
+  return spans;
 }
 
 /**

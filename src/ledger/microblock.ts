@@ -12,11 +12,12 @@
  * the pinned txs in order, so a dropped, reordered or altered tx breaks the opening check.
  */
 import { verifyChameleon } from '../crypto/chameleon.ts';
+import { POINT_BYTES } from '../crypto/curve/point.ts';
 import { merkleRoot } from '../crypto/merkle.ts';
-import { encode } from './codec.ts';
+import { decode, encode } from './codec.ts';
 import { reject, type Verdict } from './errors.ts';
 import { HASH_BYTES, ledgerHash } from './hash.ts';
-import { recordTxCore, verifyGrant } from './tx.ts';
+import { readKey, recordTxCore, verifyGrant } from './tx.ts';
 import type {
   BlockRef,
   Bytes,
@@ -78,6 +79,61 @@ export function microblockHash(header: MicroblockHeader): Bytes {
         .fixed(header.rootDigest, HASH_BYTES, 'rootDigest'),
     ),
   );
+}
+
+/** Most leaves one patient block can hold: one per institution index. */
+const MAX_LEAVES = 0x10000;
+
+/**
+ * A patient block's canonical encoding (what the store keeps and peers exchange): header, patient
+ * keys, then the leaves (institution, digest, seq, running) in order. The hash is not encoded:
+ * decodeMicroblock recomputes it from the header.
+ */
+export function encodeMicroblock(block: Microblock): Bytes {
+  const h = block.header;
+  return encode((w) =>
+    w
+      .varint(h.i)
+      .varint(h.j)
+      .fixed(h.idHash, HASH_BYTES, 'idHash')
+      .varint(h.home)
+      .fixed(h.rootDigest, HASH_BYTES, 'rootDigest')
+      .fixed(block.patientPreKey, POINT_BYTES, 'patientPreKey')
+      .fixed(block.patientSigningKey, POINT_BYTES, 'patientSigningKey')
+      .list(block.leaves, (lw, l) =>
+        lw
+          .varint(l.institution)
+          .fixed(l.digest, HASH_BYTES, 'leaf digest')
+          .varint(l.seq)
+          .fixed(l.running, HASH_BYTES, 'leaf running'),
+      ),
+  );
+}
+
+/** Inverse of encodeMicroblock; a malformed field (or a key that is no point) is MALFORMED. */
+export function decodeMicroblock(bytes: Bytes): Microblock {
+  return decode(bytes, 'microblock', (r) => {
+    const header: MicroblockHeader = {
+      i: r.varint('i'),
+      j: r.varint('j'),
+      idHash: r.fixed(HASH_BYTES, 'idHash'),
+      home: r.varint('home', 0xffff),
+      rootDigest: r.fixed(HASH_BYTES, 'rootDigest'),
+    };
+    const patientPreKey = readKey(r, 'patientPreKey');
+    const patientSigningKey = readKey(r, 'patientSigningKey');
+    const leaves = r.list(
+      'leaves',
+      MAX_LEAVES,
+      (lr): LeafState => ({
+        institution: lr.varint('leaf institution', 0xffff),
+        digest: lr.fixed(HASH_BYTES, 'leaf digest'),
+        seq: lr.varint('leaf seq'),
+        running: lr.fixed(HASH_BYTES, 'leaf running'),
+      }),
+    );
+    return { header, hash: microblockHash(header), patientPreKey, patientSigningKey, leaves };
+  });
 }
 
 /** Chameleon context of the root: the patient. */

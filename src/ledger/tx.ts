@@ -116,7 +116,8 @@ function readOpening(r: Reader, field: string) {
   }
 }
 
-function readKey(r: Reader, field: string): Bytes {
+/** Reads a 33-byte public key, checked to be a point of secp256k1 (MALFORMED naming `field`). */
+export function readKey(r: Reader, field: string): Bytes {
   const bytes = r.fixed(KEY_BYTES, field);
   try {
     return decodePoint(bytes, field);
@@ -177,7 +178,12 @@ export function decodeTx(bytes: Bytes): Tx {
 
 /** The tx's identity: H('tx', encoding). Signatures are outside record txs, so it is not malleable. */
 export function txHash(tx: Tx): Bytes {
-  return ledgerHash('tx', encodeTx(tx));
+  return txHashOfEncoding(encodeTx(tx));
+}
+
+/** txHash from the tx's canonical encoding (e.g. its bytes inside a stored batch), unchecked. */
+export function txHashOfEncoding(bytes: Bytes): Bytes {
+  return ledgerHash('tx', bytes);
 }
 
 /** The patient signs a register tx: it registers them and grants the home institution uploads. */

@@ -4,6 +4,8 @@ import { makeLeafTx, makeRecordTx, makeRegisterTx } from '../../src/ledger/autho
 import {
   type BatchContext,
   batchHash,
+  batchTxHashes,
+  batchTxSpans,
   decodeBatch,
   encodeBatch,
   refKey,
@@ -13,7 +15,7 @@ import {
 } from '../../src/ledger/batch.ts';
 import { isLedgerError } from '../../src/ledger/errors.ts';
 import { createMicroblock, type Microblock, nextRunning } from '../../src/ledger/microblock.ts';
-import { signBundle, txHash } from '../../src/ledger/tx.ts';
+import { encodeTx, signBundle, txHash, txHashOfEncoding } from '../../src/ledger/tx.ts';
 import type { BatchTx, TxBatch } from '../../src/ledger/types.ts';
 import { makeNetwork, makePatient } from '../helpers/ledger-fixtures.ts';
 
@@ -214,3 +216,71 @@ function nextRunningOf(block: Microblock, tx: BatchTx) {
   if (tx.type === 'leaf') throw new Error('record txs only');
   return nextRunning(block.leaves[0]!.running, tx);
 }
+
+describe('tx spans in the encoded batch', () => {
+  /** Checks that each span holds its tx's encoding, in batch tx order, and nothing else. */
+  function expectSpans(batch: TxBatch): void {
+    const encoded = encodeBatch(batch);
+    const txs = batch.bundles.flatMap((bundle) => bundle.txs);
+    const spans = batchTxSpans(batch);
+    expect(spans).toHaveLength(txs.length);
+    const hashes = batchTxHashes(batch);
+    spans.forEach(({ offset, length }, n) => {
+      const bytes = encoded.subarray(offset, offset + length);
+      expect(bytes).toEqual(encodeTx(txs[n]!));
+      expect(txHashOfEncoding(bytes)).toEqual(hashes[n]);
+      if (n > 0) expect(offset).toBeGreaterThanOrEqual(spans[n - 1]!.offset + spans[n - 1]!.length);
+    });
+  }
+
+  it('finds every tx of medical, label and leaf txs across bundles, empty ones included', () => {
+    const { m1, n1 } = sampleTxs();
+    const p0 = patients[0]!;
+    const label = makeRecordTx(
+      p0.block,
+      a,
+      { type: 'label', pointer: pointer(9), target: txHash(m1) },
+      1,
+      random,
+    );
+    const leaf = makeLeafTx({
+      chainId: genesis.chainId,
+      block: p0.block,
+      home: a,
+      newcomer: { index: b.index, chameleonKey: b.chameleonKey },
+      patientSigningSecret: p0.keys.signingSecret,
+      fee: 1,
+      random,
+    });
+    const batch: TxBatch = {
+      height: 300, // two-byte varints in the header
+      prev: random(32),
+      keyblockHeight: 20_000,
+      proposer: 200,
+      bundles: [
+        signBundle(genesis.chainId, a.index, [m1, label, leaf], a.signingSecret, random),
+        signBundle(genesis.chainId, b.index, [], b.signingSecret, random),
+        signBundle(genesis.chainId, b.index, [n1], b.signingSecret, random),
+      ],
+    };
+    expectSpans(batch);
+    const spans = batchTxSpans(batch);
+    const last = spans[spans.length - 1]!;
+    expect(last.offset + last.length + 64).toBe(encodeBatch(batch).length);
+  });
+
+  it('handles bundles of more than 127 txs (a two-byte tx count) and empty batches', () => {
+    const { m1, n1 } = sampleTxs();
+    const many = Array.from({ length: 130 }, (_, n) =>
+      makeRecordTx(patients[0]!.block, a, { type: 'medical', pointer: pointer(n) }, 1, random),
+    );
+    expectSpans(
+      batchOf([
+        signBundle(genesis.chainId, a.index, [m1], a.signingSecret, random),
+        signBundle(genesis.chainId, a.index, many, a.signingSecret, random),
+        signBundle(genesis.chainId, b.index, [n1], b.signingSecret, random),
+      ]),
+    );
+    expect(batchTxSpans(batchOf([]))).toEqual([]);
+  });
+});

@@ -2,10 +2,13 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { toHex } from '../../src/crypto/bytes.ts';
 import { makeLeafTx, makeRecordTx, makeRegisterTx } from '../../src/ledger/author.ts';
+import { isLedgerError } from '../../src/ledger/errors.ts';
 import {
   addLeaf,
   appendRecord,
   createMicroblock,
+  decodeMicroblock,
+  encodeMicroblock,
   type Microblock,
   microblockHash,
 } from '../../src/ledger/microblock.ts';
@@ -184,5 +187,95 @@ describe('patient microblocks', () => {
       }),
       { numRuns: 10 },
     );
+  });
+});
+
+describe('microblock encoding', () => {
+  /** A block with two leaves, one of them with a record. */
+  function grown(): Microblock {
+    const block = registered();
+    const m1 = makeRecordTx(block, home, { type: 'medical', pointer: pointer(7) }, 1, random);
+    const appended = mustAppend(block, m1);
+    const leaf = makeLeafTx({
+      chainId: genesis.chainId,
+      block: appended,
+      home,
+      newcomer: { index: other.index, chameleonKey: other.chameleonKey },
+      patientSigningSecret: patient.signingSecret,
+      fee: 1,
+      random,
+    });
+    const added = addLeaf(appended, leaf, genesis.chainId, members);
+    if (!added.ok) throw added.verdict.ok ? new Error('?') : added.verdict.error;
+    return added.block;
+  }
+
+  /** The decoder's error, or undefined when it accepts the bytes. */
+  function decodeError(bytes: Uint8Array): unknown {
+    try {
+      decodeMicroblock(bytes);
+      return undefined;
+    } catch (err) {
+      return err;
+    }
+  }
+
+  it('round-trips a block; the hash is recomputed from the header, not stored', () => {
+    const block = grown();
+    expect(block.leaves).toHaveLength(2);
+    const bytes = encodeMicroblock(block);
+    expect(decodeMicroblock(bytes)).toEqual(block);
+    expect(encodeMicroblock(decodeMicroblock(bytes))).toEqual(bytes);
+    const wrongHash = encodeMicroblock({ ...block, hash: new Uint8Array(32) });
+    expect(wrongHash).toEqual(bytes);
+    expect(decodeMicroblock(wrongHash).hash).toEqual(microblockHash(block.header));
+  });
+
+  it('every one-bit change is a typed error or another canonical block', () => {
+    const block = grown();
+    const bytes = encodeMicroblock(block);
+    let rejected = 0;
+    for (let at = 0; at < bytes.length; at++) {
+      for (const bit of [0, 7]) {
+        const bad = Uint8Array.from(bytes);
+        bad[at]! ^= 1 << bit;
+        const err = decodeError(bad);
+        if (err !== undefined) {
+          expect(isLedgerError(err)).toBe(true);
+          rejected++;
+          continue;
+        }
+        const out = decodeMicroblock(bad);
+        expect(out).not.toEqual(block);
+        expect(out.hash).toEqual(microblockHash(out.header));
+        expect(encodeMicroblock(out)).toEqual(bad);
+      }
+    }
+    expect(rejected).toBeGreaterThan(0);
+  });
+
+  it('rejects truncated and extended encodings', () => {
+    const bytes = encodeMicroblock(grown());
+    for (const bad of [bytes.slice(0, bytes.length - 1), new Uint8Array([...bytes, 0])]) {
+      expect(isLedgerError(decodeError(bad), 'MALFORMED')).toBe(true);
+    }
+  });
+
+  it('a patient key that is not a point is MALFORMED, naming the key', () => {
+    const block = grown();
+    const bytes = encodeMicroblock(block);
+    // i, j, home are one-byte varints here: i, j, idHash, home, rootDigest come before the keys.
+    expect([block.header.i, block.header.j, block.header.home].every((n) => n < 0x80)).toBe(true);
+    const preKeyAt = 1 + 1 + 32 + 1 + 32;
+    for (const [at, prefix, field] of [
+      [preKeyAt, 0x05, 'patientPreKey'],
+      [preKeyAt + 33, 0x00, 'patientSigningKey'],
+    ] as const) {
+      const bad = Uint8Array.from(bytes);
+      bad[at] = prefix;
+      const err = decodeError(bad);
+      expect(isLedgerError(err, 'MALFORMED')).toBe(true);
+      expect(err).toMatchObject({ detail: { what: 'microblock', field } });
+    }
   });
 });
