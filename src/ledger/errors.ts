@@ -33,6 +33,7 @@ export type LedgerErrorCode =
   | 'UNFAIR_BATCH'
   // consensus
   | 'NOT_IN_GROUP'
+  | 'NOT_PROPOSER'
   | 'QUORUM_SHORT_MEMBERS'
   | 'QUORUM_SHORT_REPUTATION'
   | 'DUPLICATE_VOTE'
