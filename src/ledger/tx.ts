@@ -13,6 +13,7 @@ import type { RandomBytes } from '../crypto/random.ts';
 import { sign, verify } from '../crypto/sign.ts';
 import { decode, encode, type Reader, type Writer } from './codec.ts';
 import { isLedgerError, LedgerError, OK, reject, type Verdict } from './errors.ts';
+import { checkFee } from './fees.ts';
 import { HASH_BYTES, ledgerHash } from './hash.ts';
 import type {
   BatchTx,
@@ -312,13 +313,7 @@ export function bundleInclusion(bundle: Bundle, index: number) {
  * exempt from that rule and checked against the chain state instead).
  */
 export function checkTxStateless(tx: Tx, minFee: number): Verdict {
-  if (tx.fee < minFee) {
-    return reject('FEE_TOO_LOW', `fee ${tx.fee} is below the minimum ${minFee}`, {
-      fee: tx.fee,
-      minFee,
-    });
-  }
-  return OK;
+  return checkFee(tx.fee, { minFee });
 }
 
 export function checkBundleStateless(bundle: Bundle, minFee: number): Verdict {
