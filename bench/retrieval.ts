@@ -19,12 +19,7 @@ import { equalBytes } from '../src/crypto/bytes.ts';
 import { makeRegisterTx } from '../src/ledger/author.ts';
 import { batchHash, verifyTxInclusion } from '../src/ledger/batch.ts';
 import { keyblockHash, registersRoot } from '../src/ledger/keyblock.ts';
-import {
-  initialRunning,
-  type Microblock,
-  microblockHash,
-  nextRunning,
-} from '../src/ledger/microblock.ts';
+import { type Microblock, microblockFromRegister, nextRunning } from '../src/ledger/microblock.ts';
 import { txHash } from '../src/ledger/tx.ts';
 import type {
   BatchTx,
@@ -111,23 +106,7 @@ async function build(patients: number, dir: string) {
       nonce: 0,
     };
     const kb: Keyblock = { ...header, registers, signature: random(64) };
-    const made = registers.map((tx, j): Microblock => {
-      const h = { i, j, idHash: tx.idHash, home: tx.home, rootDigest: tx.rootDigest };
-      return {
-        header: h,
-        hash: microblockHash(h),
-        patientPreKey: tx.patientPreKey,
-        patientSigningKey: tx.patientSigningKey,
-        leaves: [
-          {
-            institution: tx.home,
-            digest: tx.homeLeafDigest,
-            seq: 0,
-            running: initialRunning(tx.idHash, tx.home),
-          },
-        ],
-      };
-    });
+    const made = registers.map((tx, j) => microblockFromRegister(tx, { i, j }));
     prev = keyblockHash(kb);
     await store.putPinnedKeyblock(kb, fakeCertificate('keyblock', i, prev), made);
     blocks.push(...made);

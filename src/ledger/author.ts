@@ -29,6 +29,21 @@ export interface PatientKeys {
   readonly signingSecret: Bytes;
 }
 
+/** A new leaf's digest: anyone can make it from the institution's public hash key. */
+function freshLeafDigest(
+  institution: { index: InstitutionIndex; chameleonKey: Bytes },
+  idHash: Bytes,
+  random: RandomBytes,
+): Bytes {
+  const { index, chameleonKey } = institution;
+  return chameleonHash(
+    chameleonKey,
+    leafContext(idHash, index),
+    initialRunning(idHash, index),
+    random,
+  ).digest;
+}
+
 /**
  * The home institution prepares the register tx (leaf and root digests, root opening); the
  * patient's signature makes it valid and grants the home institution uploads.
@@ -43,12 +58,7 @@ export function makeRegisterTx(opts: {
 }): RegisterTx {
   const random = opts.random ?? systemRandom;
   const { idHash, home } = opts;
-  const homeLeafDigest = chameleonHash(
-    home.chameleonKey,
-    leafContext(idHash, home.index),
-    initialRunning(idHash, home.index),
-    random,
-  ).digest;
+  const homeLeafDigest = freshLeafDigest(home, idHash, random);
   const leaves = [{ institution: home.index, digest: homeLeafDigest }];
   const root = chameleonHash(home.chameleonKey, rootContext(idHash), leafSetRoot(leaves), random);
   return signRegister(
@@ -131,12 +141,7 @@ export function makeLeafTx(opts: {
   const random = opts.random ?? systemRandom;
   const { block, newcomer } = opts;
   const idHash = block.header.idHash;
-  const leafDigest = chameleonHash(
-    newcomer.chameleonKey,
-    leafContext(idHash, newcomer.index),
-    initialRunning(idHash, newcomer.index),
-    random,
-  ).digest;
+  const leafDigest = freshLeafDigest(newcomer, idHash, random);
   const leaves = [
     ...block.leaves.map((l) => ({ institution: l.institution, digest: l.digest })),
     { institution: newcomer.index, digest: leafDigest },

@@ -12,7 +12,7 @@ import {
   merkleRootFromProof,
   merkleRootOfLeafHashes,
 } from '../crypto/merkle.ts';
-import { decode, encode } from './codec.ts';
+import { decode, encode, type Reader, type Writer } from './codec.ts';
 import { isLedgerError, OK, reject, type Verdict } from './errors.ts';
 import { HASH_BYTES, ledgerHash } from './hash.ts';
 import {
@@ -122,19 +122,33 @@ export function batchCommitment(batch: TxBatch, txHashes = batchTxHashes(batch))
   };
 }
 
+/** The canonical encoding of a commitment (what its hash covers; the store keeps it too). */
+export function writeCommitment(w: Writer, c: BatchCommitment): void {
+  w.varint(c.height)
+    .fixed(c.prev, HASH_BYTES, 'prev')
+    .varint(c.keyblockHeight)
+    .varint(c.proposer)
+    .varint(c.txCount)
+    .fixed(c.txRoot, HASH_BYTES, 'txRoot')
+    .fixed(c.bundleRoot, HASH_BYTES, 'bundleRoot');
+}
+
+export function readCommitment(r: Reader): BatchCommitment {
+  return {
+    height: r.varint('height'),
+    prev: r.fixed(HASH_BYTES, 'prev'),
+    keyblockHeight: r.varint('keyblockHeight'),
+    proposer: r.varint('proposer', 0xffff),
+    txCount: r.varint('txCount'),
+    txRoot: r.fixed(HASH_BYTES, 'txRoot'),
+    bundleRoot: r.fixed(HASH_BYTES, 'bundleRoot'),
+  };
+}
+
 export function commitmentHash(c: BatchCommitment): Bytes {
   return ledgerHash(
     'batch',
-    encode((w) =>
-      w
-        .varint(c.height)
-        .fixed(c.prev, HASH_BYTES, 'prev')
-        .varint(c.keyblockHeight)
-        .varint(c.proposer)
-        .varint(c.txCount)
-        .fixed(c.txRoot, HASH_BYTES, 'txRoot')
-        .fixed(c.bundleRoot, HASH_BYTES, 'bundleRoot'),
-    ),
+    encode((w) => writeCommitment(w, c)),
   );
 }
 

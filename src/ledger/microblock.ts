@@ -168,6 +168,31 @@ function hex(b: Bytes): string {
   return s;
 }
 
+/** MB_{i,j} as its register tx makes it, without checks (createMicroblock checks first). */
+export function microblockFromRegister(tx: RegisterTx, ref: BlockRef): Microblock {
+  const header = {
+    i: ref.i,
+    j: ref.j,
+    idHash: tx.idHash,
+    home: tx.home,
+    rootDigest: tx.rootDigest,
+  };
+  return {
+    header,
+    hash: microblockHash(header),
+    patientPreKey: tx.patientPreKey,
+    patientSigningKey: tx.patientSigningKey,
+    leaves: [
+      {
+        institution: tx.home,
+        digest: tx.homeLeafDigest,
+        seq: 0,
+        running: initialRunning(tx.idHash, tx.home),
+      },
+    ],
+  };
+}
+
 /** Creates MB_{i,j} from its register tx, checking the home institution's root opening. */
 export function createMicroblock(
   tx: RegisterTx,
@@ -199,30 +224,7 @@ export function createMicroblock(
       ),
     };
   }
-  const header = {
-    i: ref.i,
-    j: ref.j,
-    idHash: tx.idHash,
-    home: tx.home,
-    rootDigest: tx.rootDigest,
-  };
-  return {
-    ok: true,
-    block: {
-      header,
-      hash: microblockHash(header),
-      patientPreKey: tx.patientPreKey,
-      patientSigningKey: tx.patientSigningKey,
-      leaves: [
-        {
-          institution: tx.home,
-          digest: tx.homeLeafDigest,
-          seq: 0,
-          running: initialRunning(tx.idHash, tx.home),
-        },
-      ],
-    },
-  };
+  return { ok: true, block: microblockFromRegister(tx, ref) };
 }
 
 /**

@@ -13,7 +13,13 @@ import {
   merkleLeafHash,
   merkleRootOfLeafHashes,
 } from '../crypto/merkle.ts';
-import { type BatchCommitment, batchTxSpans, type TxInclusion } from '../ledger/batch.ts';
+import {
+  type BatchCommitment,
+  batchTxSpans,
+  readCommitment,
+  type TxInclusion,
+  writeCommitment,
+} from '../ledger/batch.ts';
 import { decode, encode } from '../ledger/codec.ts';
 import { HASH_BYTES } from '../ledger/hash.ts';
 import { decodeTx, txHashOfEncoding } from '../ledger/tx.ts';
@@ -80,34 +86,21 @@ export function buildProofIndex(
 export function encodeProofIndex(x: BatchProofIndex): Bytes {
   const c = x.commitment;
   let end = 0;
-  return encode((w) =>
-    w
-      .varint(c.height)
-      .fixed(c.prev, HASH_BYTES, 'prev')
-      .varint(c.keyblockHeight)
-      .varint(c.proposer)
-      .varint(c.txCount)
-      .fixed(c.txRoot, HASH_BYTES, 'txRoot')
-      .fixed(c.bundleRoot, HASH_BYTES, 'bundleRoot')
-      .list(x.chunkRoots, (lw, root) => lw.fixed(root, HASH_BYTES, 'chunk root'))
-      .list(x.spans, (lw, span) => {
+  return encode((w) => {
+    writeCommitment(w, c);
+    w.list(x.chunkRoots, (lw, root) => lw.fixed(root, HASH_BYTES, 'chunk root')).list(
+      x.spans,
+      (lw, span) => {
         lw.varint(span.start - end).varint(span.length);
         end = span.start + span.length;
-      }),
-  );
+      },
+    );
+  });
 }
 
 export function decodeProofIndex(bytes: Bytes): BatchProofIndex {
   return decode(bytes, 'batch proof index', (r) => {
-    const commitment: BatchCommitment = {
-      height: r.varint('height'),
-      prev: r.fixed(HASH_BYTES, 'prev'),
-      keyblockHeight: r.varint('keyblockHeight'),
-      proposer: r.varint('proposer', 0xffff),
-      txCount: r.varint('txCount'),
-      txRoot: r.fixed(HASH_BYTES, 'txRoot'),
-      bundleRoot: r.fixed(HASH_BYTES, 'bundleRoot'),
-    };
+    const commitment = readCommitment(r);
     const chunks = Math.ceil(commitment.txCount / PROOF_CHUNK);
     const chunkRoots = r.list('chunk roots', chunks, (rr) => rr.fixed(HASH_BYTES, 'chunk root'));
     let end = 0;
