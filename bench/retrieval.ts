@@ -123,6 +123,7 @@ async function build(patients: number, dir: string) {
       keyblockHeight: tip.keyblock!.height,
       proposer: 0,
       bundles: [{ institution: 0, txs: pending as BatchTx[], signature: random(64) }],
+      evidence: [],
     };
     await store.putPinnedBatch(
       batch,

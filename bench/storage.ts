@@ -50,6 +50,12 @@ const { genesis, institutions, random } = makeNetwork(4, 'storage', {
   maxBatchTxs: BATCH_TXS,
 });
 const members = (i: number) => genesis.members[i];
+/** The consensus group the batches' (empty) evidence would be judged under. */
+const group = genesis.members.map((m) => ({
+  member: m.index,
+  signingKey: m.signingKey,
+  reputation: 1,
+}));
 const dir = mkdtempSync(join(tmpdir(), 'spchain-bench-storage-'));
 const store = await LedgerStore.open(dir);
 
@@ -174,12 +180,15 @@ for (let k = 0; k < KEYBLOCKS; k++) {
       bundles: [...byInstitution].map(([index, list]) =>
         signBundle(genesis.chainId, index, list, institutions[index]!.signingSecret, random),
       ),
+      evidence: [],
     };
     timing.authorMs += performance.now() - t;
     t = performance.now();
     const { verdict, effects } = validateBatch(batch, {
       genesis,
       members,
+      group,
+      hasPinnedEvidence: () => false,
       ...(await store.loadBatchContext(batch)),
     });
     if (!verdict.ok) throw verdict.error;

@@ -1,7 +1,9 @@
 /**
  * Tx batches: the ordinary, pinned record of every append. A batch carries signed bundles of
- * institutions' txs; validating it replays each tx against the patients' microblocks in order, so
- * it yields the updated microblocks the batch produces (or the first typed reason it fails).
+ * institutions' txs and the misbehaviour evidence it pins (evidence.ts); validating it replays each
+ * tx against the patients' microblocks in order, so it yields the updated microblocks the batch
+ * produces (or the first typed reason it fails), and checks every evidence item against the pinned
+ * state.
  */
 import { equalBytes, toHex } from '../crypto/bytes.ts';
 import {
@@ -12,8 +14,11 @@ import {
   merkleRootFromProof,
   merkleRootOfLeafHashes,
 } from '../crypto/merkle.ts';
+import type { HashValue } from './bft-messages.ts';
+import type { ConsensusGroup } from './certificate.ts';
 import { decode, encode, type Reader, type Writer } from './codec.ts';
 import { isLedgerError, OK, reject, type Verdict } from './errors.ts';
+import { checkEvidence, evidenceRoot, readEvidenceList, writeEvidence } from './evidence.ts';
 import { HASH_BYTES, ledgerHash } from './hash.ts';
 import {
   addLeaf,
@@ -44,6 +49,7 @@ export function encodeBatch(batch: TxBatch): Bytes {
       .varint(batch.keyblockHeight)
       .varint(batch.proposer);
     w.list(batch.bundles, writeBundle);
+    w.list(batch.evidence, writeEvidence);
   });
 }
 
@@ -54,6 +60,7 @@ export function decodeBatch(bytes: Bytes): TxBatch {
     keyblockHeight: r.varint('keyblockHeight'),
     proposer: r.varint('proposer', 0xffff),
     bundles: r.list('bundles', MAX_BATCH_BUNDLES, readBundle),
+    evidence: readEvidenceList(r),
   }));
 }
 
@@ -61,7 +68,7 @@ export function decodeBatch(bytes: Bytes): TxBatch {
  * Where each tx's canonical encoding lies inside encodeBatch(batch), in batch tx order (the order
  * of batchTxHashes), so a tx can be read and hashed from the stored batch bytes alone. Follows the
  * layout of encodeBatch and writeBundle: header, bundle count, then per bundle its institution and
- * tx count, its txs back to back, and its 64-byte signature.
+ * tx count, its txs back to back, and its 64-byte signature (the evidence list comes after them).
  */
 export function batchTxSpans(batch: TxBatch): { offset: number; length: number }[] {
   const varintSize = (n: number) => encode((w) => w.varint(n)).length;
@@ -85,9 +92,9 @@ export function batchTxSpans(batch: TxBatch): { offset: number; length: number }
 }
 
 /**
- * What a batch's certificate signs: its header and two Merkle roots, over the hashes of all its txs
- * in order and over its bundles' (institution, size, signature). A record is then proven with a
- * logarithmic path instead of the whole batch.
+ * What a batch's certificate signs: its header and three Merkle roots, over the hashes of all its
+ * txs in order, over its bundles' (institution, size, signature), and over its encoded evidence
+ * items. A record is then proven with a logarithmic path instead of the whole batch.
  */
 export interface BatchCommitment {
   readonly height: number;
@@ -98,6 +105,8 @@ export interface BatchCommitment {
   readonly txCount: number;
   readonly txRoot: Bytes;
   readonly bundleRoot: Bytes;
+  /** Merkle root of the encoded evidence items, in order (the empty tree's root when none). */
+  readonly evidenceRoot: Bytes;
 }
 
 export function batchTxHashes(batch: TxBatch): Bytes[] {
@@ -119,6 +128,7 @@ export function batchCommitment(batch: TxBatch, txHashes = batchTxHashes(batch))
         ),
       ),
     ),
+    evidenceRoot: evidenceRoot(batch.evidence),
   };
 }
 
@@ -130,7 +140,8 @@ export function writeCommitment(w: Writer, c: BatchCommitment): void {
     .varint(c.proposer)
     .varint(c.txCount)
     .fixed(c.txRoot, HASH_BYTES, 'txRoot')
-    .fixed(c.bundleRoot, HASH_BYTES, 'bundleRoot');
+    .fixed(c.bundleRoot, HASH_BYTES, 'bundleRoot')
+    .fixed(c.evidenceRoot, HASH_BYTES, 'evidenceRoot');
 }
 
 export function readCommitment(r: Reader): BatchCommitment {
@@ -142,6 +153,7 @@ export function readCommitment(r: Reader): BatchCommitment {
     txCount: r.varint('txCount'),
     txRoot: r.fixed(HASH_BYTES, 'txRoot'),
     bundleRoot: r.fixed(HASH_BYTES, 'bundleRoot'),
+    evidenceRoot: r.fixed(HASH_BYTES, 'evidenceRoot'),
   };
 }
 
@@ -155,6 +167,21 @@ export function commitmentHash(c: BatchCommitment): Bytes {
 export function batchHash(batch: TxBatch): Bytes {
   return commitmentHash(batchCommitment(batch));
 }
+
+const valueHashes = new WeakMap<Bytes, Bytes>();
+
+/**
+ * id(v) for batch consensus (BftContext.hashValue): the commitment hash of the encoded batch `v`.
+ * Throws if undecodable. Memoised by bytes: callers must not mutate bytes once passed in.
+ */
+export const batchValueHash: HashValue = (bytes) => {
+  let hash = valueHashes.get(bytes);
+  if (hash === undefined) {
+    hash = batchHash(decodeBatch(bytes));
+    valueHashes.set(bytes, hash);
+  }
+  return hash;
+};
 
 /** Proof that the tx with hash `txHashes[index]` is in the batch (path in the tx tree). */
 export interface TxInclusion {
@@ -198,7 +225,8 @@ export interface MicroblockView {
   get(ref: BlockRef): Microblock | undefined;
 }
 
-export interface BatchContext {
+/** What validateBatchTxs reads: the pinned tip and patient blocks, and the tx indexes. */
+export interface BatchTxContext {
   readonly genesis: Genesis;
   readonly members: MemberLookup;
   /** The batch must extend this one. */
@@ -213,6 +241,17 @@ export interface BatchContext {
   readonly isRecordOf: RecordLookup;
 }
 
+/** What validateBatch reads: the tx context, and what judging evidence needs of pinned state. */
+export interface BatchContext extends BatchTxContext {
+  /**
+   * The consensus group as of the batch's keyblock anchor, from pinned data only: equivocations
+   * are judged under it.
+   */
+  readonly group: ConsensusGroup;
+  /** Whether pinned evidence already names the institution (no re-pinning). */
+  readonly hasPinnedEvidence: (institution: InstitutionIndex) => boolean;
+}
+
 export interface BatchEffects {
   /** The patient blocks the batch changed, by refKey, in their new state. */
   readonly microblocks: ReadonlyMap<string, Microblock>;
@@ -222,9 +261,27 @@ export interface BatchEffects {
   readonly txCount: number;
 }
 
+/**
+ * The whole batch: its header and txs (validateBatchTxs), then its evidence against the pinned
+ * state as of its parent (evidence.ts checkEvidence).
+ */
 export function validateBatch(
   batch: TxBatch,
   ctx: BatchContext,
+): { verdict: Verdict; effects: BatchEffects } {
+  const out = validateBatchTxs(batch, ctx);
+  if (!out.verdict.ok) return out;
+  const verdict = checkEvidence(batch.evidence, { ...ctx, batchValueHash });
+  return verdict.ok ? out : { verdict, effects: out.effects };
+}
+
+/**
+ * A batch's header and bundles, tx by tx in order (its evidence is not looked at): the mempool
+ * checks single bundles with it.
+ */
+export function validateBatchTxs(
+  batch: Omit<TxBatch, 'evidence'>,
+  ctx: BatchTxContext,
 ): { verdict: Verdict; effects: BatchEffects } {
   const changed = new Map<string, Microblock>();
   const recordsBy = new Map<number, number>();

@@ -11,45 +11,20 @@ import type { RandomBytes } from '../crypto/random.ts';
 import { SIGNATURE_BYTES, sign, verify } from '../crypto/sign.ts';
 import {
   type ConsensusGroup,
-  type ConsensusKind,
   encodeVote,
   indexGroup,
   readKind,
   VOTE_DOMAIN,
-  type VoteType,
   writeKind,
 } from './certificate.ts';
 import { decode, encode } from './codec.ts';
 import { OK, reject, type Verdict } from './errors.ts';
 import { HASH_BYTES, ledgerHash } from './hash.ts';
-import type { Bytes, InstitutionIndex } from './types.ts';
+import type { BftMessage, Bytes, InstitutionIndex, Proposal, Vote } from './types.ts';
 
 export const PROPOSAL_DOMAIN = 'spchain/proposal';
 
-export interface Proposal {
-  readonly type: 'proposal';
-  readonly kind: ConsensusKind;
-  readonly height: number;
-  readonly round: number;
-  /** The proposer's validRound: -1, or the earlier round in which the value had 2f + 1 prevotes. */
-  readonly validRound: number;
-  readonly value: Bytes;
-  readonly member: InstitutionIndex;
-  readonly signature: Bytes;
-}
-
-export interface Vote {
-  readonly type: VoteType;
-  readonly kind: ConsensusKind;
-  readonly height: number;
-  readonly round: number;
-  /** id(v), or null for nil. */
-  readonly value: Bytes | null;
-  readonly member: InstitutionIndex;
-  readonly signature: Bytes;
-}
-
-export type BftMessage = Proposal | Vote;
+export type { BftMessage, Proposal, Vote };
 export type ProposalBody = Omit<Proposal, 'member' | 'signature'>;
 export type VoteBody = Omit<Vote, 'member' | 'signature'>;
 

@@ -20,15 +20,21 @@ import { SIGNATURE_BYTES, sign, verify } from '../crypto/sign.ts';
 import { decode, encode, type Reader, type Writer } from './codec.ts';
 import { LedgerError, OK, reject, type Verdict } from './errors.ts';
 import { HASH_BYTES } from './hash.ts';
-import type { Bytes, Certificate, CertificateSignature, InstitutionIndex } from './types.ts';
+import type {
+  Bytes,
+  Certificate,
+  CertificateSignature,
+  ConsensusKind,
+  InstitutionIndex,
+  VoteType,
+} from './types.ts';
 
 export const VOTE_DOMAIN = 'spchain/vote';
 /** Reputation fixed-point scale: one unit is 10^-9 reputation. */
 export const REPUTATION_UNITS_PER_ONE = 1_000_000_000;
 const PUBLIC_KEY_BYTES = 33;
 
-export type ConsensusKind = Certificate['kind'];
-export type VoteType = 'prevote' | 'precommit';
+export type { ConsensusKind, VoteType };
 
 /** One member of a consensus group: the top-n institutions by reputation R. */
 export interface GroupMember {

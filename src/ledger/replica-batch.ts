@@ -1,19 +1,30 @@
 /**
  * Batches as a replica proposes and judges them (DESIGN section 4): Algorithm 2 over the
- * mempool's eligible bundles, the structural check of a proposed or certified batch against the
- * pinned chain, the fairness check, and id(v) for batch consensus.
+ * mempool's eligible bundles plus the evidence the proposer holds, the structural check of a
+ * proposed or certified batch against the pinned state, the fairness check, and id(v) for batch
+ * consensus.
  */
 import { toHex } from '../crypto/bytes.ts';
-import { type BatchEffects, batchHash, decodeBatch, validateBatch } from './batch.ts';
-import { batchQuotas, checkBatchFairness, selectBatch } from './batching.ts';
 import {
-  type Equivocation,
-  sameContent,
-  verifyEquivocation,
-  verifyMessage,
-} from './bft-messages.ts';
+  type BatchContext,
+  type BatchEffects,
+  batchValueHash,
+  decodeBatch,
+  validateBatch,
+} from './batch.ts';
+import { batchQuotas, checkBatchFairness, selectBatch } from './batching.ts';
+import type { Equivocation } from './bft-messages.ts';
 import type { ConsensusGroup } from './certificate.ts';
 import { isLedgerError, OK, reject, type Verdict } from './errors.ts';
+import {
+  encodeEvidence,
+  equivocationEvidence,
+  evidenceCulprit,
+  MAX_BATCH_EVIDENCE,
+  MAX_BATCH_EVIDENCE_BYTES,
+  verifyEquivocationEvidence,
+  verifyEvidence,
+} from './evidence.ts';
 import { type Accounts, batchCharges, checkCharges } from './fees.ts';
 import {
   batchContext,
@@ -23,10 +34,13 @@ import {
   type MempoolEntry,
   makeEntry,
 } from './replica-mempool.ts';
+import { consensusGroupAt, hasPinnedEvidence, type ReputationState } from './replica-reputation.ts';
 import { EMPTY_OVERLAY, type LedgerView } from './replica-view.ts';
 import type { InstitutionReputation } from './reputation.ts';
 import { txHash } from './tx.ts';
-import type { Bundle, Bytes, InstitutionIndex, TxBatch } from './types.ts';
+import type { Bundle, Bytes, Evidence, InstitutionIndex, TxBatch } from './types.ts';
+
+export { batchValueHash } from './batch.ts';
 
 /** The pinned chain a replica holds; replaced as a whole whenever a batch or keyblock is pinned. */
 export interface PinnedChain extends ChainState {
@@ -36,11 +50,56 @@ export interface PinnedChain extends ChainState {
   readonly accounts: Accounts;
 }
 
+/** What a batch is judged against: the pinned chain and the reputation histories pinned with it. */
+export interface PinnedState extends ReputationState {
+  readonly chain: PinnedChain;
+}
+
+/**
+ * validateBatch's context for the next height, for a batch anchored to keyblock `anchor`: the
+ * pinned tip, the group as of the anchor, and the pinned evidence.
+ */
+export function pinnedBatchContext(state: PinnedState, anchor: number): BatchContext {
+  return {
+    ...batchContext(state.chain),
+    group: consensusGroupAt(state, anchor),
+    hasPinnedEvidence: (i) => hasPinnedEvidence(state, i),
+  };
+}
+
+/**
+ * The evidence a proposer pins: of the proofs it holds (`held`), those valid against the pinned
+ * state (verifyEvidence: the culprit is not named yet, the proof checks), one per culprit in
+ * culprit order, within MAX_BATCH_EVIDENCE items and MAX_BATCH_EVIDENCE_BYTES.
+ */
+export function selectEvidence(state: PinnedState, held: Iterable<Evidence>): Evidence[] {
+  const ctx = { ...pinnedBatchContext(state, state.chain.keyblockHeight), batchValueHash };
+  const byCulprit = new Map<InstitutionIndex, Evidence[]>();
+  for (const e of held) {
+    const i = evidenceCulprit(e);
+    byCulprit.set(i, [...(byCulprit.get(i) ?? []), e]);
+  }
+  const out: Evidence[] = [];
+  let bytes = 0;
+  for (const i of [...byCulprit.keys()].sort((x, y) => x - y)) {
+    if (out.length >= MAX_BATCH_EVIDENCE) break;
+    for (const e of byCulprit.get(i)!) {
+      const size = encodeEvidence(e).length;
+      if (bytes + size > MAX_BATCH_EVIDENCE_BYTES || !verifyEvidence(e, ctx).ok) continue;
+      out.push(e);
+      bytes += size;
+      break;
+    }
+  }
+  return out;
+}
+
 /**
  * The batch to propose at `height` on top of `chain`: Algorithm 2 (selectBatch) over each
  * institution's eligible bundles by reputation, capped by params.maxBatchTxs, then checked bundle
  * by bundle in batch order (a bundle that no longer fits, or whose institution cannot pay its
- * fees, is left out with the rest of its institution's). Possibly empty, which is valid.
+ * fees, is left out with the rest of its institution's), and `evidence` (from selectEvidence).
+ * Possibly empty, which is valid.
  */
 export function assembleBatch(
   chain: PinnedChain,
@@ -48,6 +107,7 @@ export function assembleBatch(
   reputations: readonly InstitutionReputation[],
   height: number,
   proposer: InstitutionIndex,
+  evidence: readonly Evidence[] = [],
 ): TxBatch {
   const selected = selectBatch(
     mempool.eligible,
@@ -72,7 +132,8 @@ export function assembleBatch(
     owed.set(institution, due);
     bundles.push(item.bundle);
   }
-  return { height, prev: chain.hash, keyblockHeight: chain.keyblockHeight, proposer, bundles };
+  const { hash: prev, keyblockHeight } = chain;
+  return { height, prev, keyblockHeight, proposer, bundles, evidence };
 }
 
 /** A batch checked against a pinned chain: its verdict and, when valid, what it changes. */
@@ -85,12 +146,18 @@ export interface CheckedBatch {
 }
 
 /**
- * Results by batch bytes and pinned chain: a proposal is checked when it arrives and again when it
- * is decided. Pure memoisation; callers must not mutate bytes once they have passed them in.
+ * Results by batch bytes and pinned state: a proposal is checked when it arrives and again when it
+ * is decided. Pure memoisation; callers must not mutate bytes once they have passed them in. The
+ * chain is replaced on every pin and the histories with it whenever they change, so the pair
+ * identifies the pinned state.
  */
-const checked = new WeakMap<Bytes, WeakMap<PinnedChain, CheckedBatch>>();
+const checked = new WeakMap<
+  Bytes,
+  WeakMap<PinnedChain, { histories: PinnedState['histories']; out: CheckedBatch }>
+>();
 
-function uncheckedBatch(chain: PinnedChain, bytes: Bytes): CheckedBatch {
+function uncheckedBatch(state: PinnedState, bytes: Bytes): CheckedBatch {
+  const { chain } = state;
   const fail = (verdict: Verdict, batch: TxBatch | null): CheckedBatch => ({
     verdict,
     batch,
@@ -107,7 +174,11 @@ function uncheckedBatch(chain: PinnedChain, bytes: Bytes): CheckedBatch {
   if (batch.keyblockHeight < chain.anchor) {
     return fail(reject('WRONG_HEIGHT', `batch anchored below keyblock ${chain.anchor}`), batch);
   }
-  const { verdict, effects } = validateBatch(batch, batchContext(chain));
+  if (batch.keyblockHeight > chain.keyblockHeight) {
+    return fail(reject('WRONG_HEIGHT', 'batch is anchored to an unpinned keyblock'), batch);
+  }
+  const ctx = pinnedBatchContext(state, batch.keyblockHeight);
+  const { verdict, effects } = validateBatch(batch, ctx);
   if (!verdict.ok) return fail(verdict, batch);
   const charges = checkCharges(chain.accounts, batchCharges(batch), chain.genesis.params);
   if (!charges.ok) return fail(charges, batch);
@@ -117,19 +188,20 @@ function uncheckedBatch(chain: PinnedChain, bytes: Bytes): CheckedBatch {
 
 /**
  * Everything but fairness: the bytes decode, the batch extends the pinned tip (anchored no lower
- * than the previous batch), validateBatch accepts it, and every payer covers its fees.
+ * than the previous batch, no higher than the latest pinned keyblock), validateBatch accepts it
+ * (its txs, and its evidence under the group as of its anchor and the pinned evidence), and every
+ * payer covers its fees.
  */
-export function checkBatch(chain: PinnedChain, bytes: Bytes): CheckedBatch {
+export function checkBatch(state: PinnedState, bytes: Bytes): CheckedBatch {
   let byChain = checked.get(bytes);
   if (byChain === undefined) {
     byChain = new WeakMap();
     checked.set(bytes, byChain);
   }
-  let out = byChain.get(chain);
-  if (out === undefined) {
-    out = uncheckedBatch(chain, bytes);
-    byChain.set(chain, out);
-  }
+  const hit = byChain.get(state.chain);
+  if (hit !== undefined && hit.histories === state.histories) return hit.out;
+  const out = uncheckedBatch(state, bytes);
+  byChain.set(state.chain, { histories: state.histories, out });
   return out;
 }
 
@@ -176,41 +248,18 @@ export function checkFairness(
   return OK;
 }
 
-const valueHashes = new WeakMap<Bytes, Bytes>();
-
-/** id(v) for batch consensus (BftContext.hashValue): the batch commitment. Throws if undecodable. */
-export function batchValueHash(bytes: Bytes): Bytes {
-  let hash = valueHashes.get(bytes);
-  if (hash === undefined) {
-    hash = batchHash(decodeBatch(bytes));
-    valueHashes.set(bytes, hash);
-  }
-  return hash;
-}
-
 /**
- * verifyEquivocation for batch consensus: proposals sign batchValueHash (the default there is
- * H('value', v)), so two conflicting proposals are checked with it here.
+ * Equivocation evidence as bft.ts reports it, checked for batch consensus: both messages are from
+ * the accused member, conflict, and verify under `group`; proposals sign batchValueHash (the
+ * default there is H('value', v)), keyblock proposals the keyblock hash (evidence.ts).
  */
 export function verifyBatchEquivocation(
   e: Equivocation,
   group: ConsensusGroup,
   chainId: string,
 ): Verdict {
-  const { first: a, second: b } = e;
-  if (a.type !== 'proposal' && b.type !== 'proposal') return verifyEquivocation(e, group, chainId);
-  if (a.type !== 'proposal' || b.type !== 'proposal') {
-    return reject('MALFORMED', 'evidence pairs a proposal with a vote');
-  }
-  if (a.member !== e.member || b.member !== e.member) {
+  if (e.first.member !== e.member || e.second.member !== e.member) {
     return reject('MALFORMED', 'evidence messages are not both from the accused member');
   }
-  if (a.kind !== b.kind || a.height !== b.height || a.round !== b.round || sameContent(a, b)) {
-    return reject('MALFORMED', 'evidence proposals do not conflict in one height and round');
-  }
-  for (const m of [a, b]) {
-    const v = verifyMessage(m, group, chainId, batchValueHash);
-    if (!v.ok) return v;
-  }
-  return OK;
+  return verifyEquivocationEvidence(equivocationEvidence(e), group, chainId, batchValueHash);
 }

@@ -18,7 +18,7 @@
  */
 import { toHex } from '../crypto/bytes.ts';
 import { merkleRoot } from '../crypto/merkle.ts';
-import { type BatchContext, refKey, validateBatch } from './batch.ts';
+import { type BatchTxContext, refKey, validateBatchTxs } from './batch.ts';
 import {
   isLedgerError,
   LedgerError,
@@ -83,11 +83,12 @@ export interface Mempool {
   readonly overlay: Overlay;
 }
 
-/** A bundle that proves its signer misbehaved. */
+/** A bundle that proves its signer misbehaved: its tx `index` fails with `code`. */
 export interface Blame {
   readonly institution: InstitutionIndex;
   readonly code: LedgerErrorCode;
   readonly bundle: Bundle;
+  readonly index: number;
 }
 
 export const EMPTY_MEMPOOL: Mempool = {
@@ -109,8 +110,8 @@ export function makeEntry(bundle: Bundle, arrivedAt: number): MempoolEntry {
   };
 }
 
-/** validateBatch's context: the next height on the pinned chain, read through `overlay`. */
-export function batchContext(chain: ChainState, overlay: Overlay = EMPTY_OVERLAY): BatchContext {
+/** validateBatchTxs' context: the next height on the pinned chain, read through `overlay`. */
+export function batchContext(chain: ChainState, overlay: Overlay = EMPTY_OVERLAY): BatchTxContext {
   return {
     genesis: chain.genesis,
     members: chain.members,
@@ -151,7 +152,7 @@ export function fitBundle(
     proposer: entry.bundle.institution,
     bundles: [entry.bundle],
   };
-  const { verdict, effects } = validateBatch(probe, batchContext(chain, overlay));
+  const { verdict, effects } = validateBatchTxs(probe, batchContext(chain, overlay));
   if (!verdict.ok) return { verdict, overlay };
   const write = bundlesWrite([entry.bundle], entry.txIds, effects.microblocks);
   return { verdict, overlay: extendOverlay(overlay, write) };
@@ -162,19 +163,22 @@ type Judgement =
   | { readonly kind: 'fits'; readonly overlay: Overlay }
   | { readonly kind: 'waits'; readonly verdict: Failed }
   | { readonly kind: 'stale'; readonly verdict: Failed }
-  | { readonly kind: 'blamed'; readonly verdict: Failed };
+  | { readonly kind: 'blamed'; readonly verdict: Failed; readonly index: number };
 
-/** Whether the bundle's first failing tx is a record tx with a wrong opening (see the header). */
-function failsOnRecordOpening(chain: ChainState, overlay: Overlay, bundle: Bundle): boolean {
+/**
+ * The index of the bundle's first failing tx when it is a record tx with a wrong opening (see the
+ * header), else -1.
+ */
+function failsOnRecordOpening(chain: ChainState, overlay: Overlay, bundle: Bundle): number {
   const reads = overlayReads(chain.ledger, overlay);
   const changed = new Map<string, Microblock>();
   const own = new Set<string>();
   const isRecordOf: RecordLookup = (t, ref, i) =>
     own.has(recordKey(t, ref, i)) || reads.isRecordOf(t, ref, i);
-  for (const tx of bundle.txs) {
+  for (const [index, tx] of bundle.txs.entries()) {
     const key = refKey(tx.block);
     const block = changed.get(key) ?? reads.microblocks.get(tx.block);
-    if (block === undefined) return false;
+    if (block === undefined) return -1;
     let out: ReturnType<typeof appendRecord>;
     try {
       out =
@@ -182,17 +186,18 @@ function failsOnRecordOpening(chain: ChainState, overlay: Overlay, bundle: Bundl
           ? addLeaf(block, tx, chain.genesis.chainId, chain.members)
           : appendRecord(block, tx, chain.members, isRecordOf);
     } catch (err) {
-      if (isLedgerError(err)) return false;
+      if (isLedgerError(err)) return -1;
       throw err;
     }
     if (!out.ok) {
       const v = out.verdict;
-      return tx.type !== 'leaf' && !v.ok && v.error.code === 'BAD_CHAMELEON_OPENING';
+      const forged = tx.type !== 'leaf' && !v.ok && v.error.code === 'BAD_CHAMELEON_OPENING';
+      return forged ? index : -1;
     }
     changed.set(key, out.block);
     if (tx.type === 'medical') own.add(recordKey(toHex(txHash(tx)), tx.block, tx.institution));
   }
-  return false;
+  return -1;
 }
 
 function judge(chain: ChainState, overlay: Overlay, entry: MempoolEntry): Judgement {
@@ -204,8 +209,9 @@ function judge(chain: ChainState, overlay: Overlay, entry: MempoolEntry): Judgem
   if (fit.verdict.ok) return { kind: 'fits', overlay: fit.overlay };
   const code = fit.verdict.error.code;
   if (code === 'REPLAYED_TX') return { kind: 'stale', verdict: fit.verdict };
-  if (code === 'BAD_CHAMELEON_OPENING' && failsOnRecordOpening(chain, overlay, entry.bundle)) {
-    return { kind: 'blamed', verdict: fit.verdict };
+  if (code === 'BAD_CHAMELEON_OPENING') {
+    const index = failsOnRecordOpening(chain, overlay, entry.bundle);
+    if (index >= 0) return { kind: 'blamed', verdict: fit.verdict, index };
   }
   return { kind: 'waits', verdict: fit.verdict };
 }
@@ -241,7 +247,8 @@ function settle(
         } else if (j.kind !== 'waits') {
           dropped.add(e.id);
           if (j.kind === 'blamed') {
-            blamed.push({ institution: i, code: j.verdict.error.code, bundle: e.bundle });
+            const { index } = j;
+            blamed.push({ institution: i, code: j.verdict.error.code, bundle: e.bundle, index });
           }
         }
       }
@@ -291,7 +298,8 @@ export function admitBundle(
   if (j.kind === 'stale') return { pool, verdict: j.verdict, blamed: [] };
   if (j.kind === 'blamed') {
     const code = j.verdict.error.code;
-    return { pool, verdict: j.verdict, blamed: [{ institution: i, code, bundle: entry.bundle }] };
+    const blame = { institution: i, code, bundle: entry.bundle, index: j.index };
+    return { pool, verdict: j.verdict, blamed: [blame] };
   }
   const queues = new Map(pool.queues).set(i, [...queue, entry]);
   const ids = new Set(pool.ids).add(entry.id);

@@ -1,16 +1,17 @@
 /**
  * Reputation as a replica keeps it (reputation.ts; DESIGN section 4): each member's contributions
- * per chunk, counted from pinned keyblocks and batches, and the misbehaviour this replica has
- * proven.
+ * per chunk, counted from pinned keyblocks and batches, the chunk in which pinned evidence named
+ * it (misbehaviourChunk), and the misbehaviour this replica has proven.
  *
  * Two views, on purpose:
  * - `pinnedReputations` and `consensusGroupOf` use pinned data only, so every replica that pinned
  *   the same chain computes the same numbers: consensus, Algorithm 2's quotas and the fairness
- *   check read these.
+ *   check read these. Proven misbehaviour enters them once a batch pins its evidence: the
+ *   culprit's misbehaviourChunk is the chunk of that batch's keyblock anchor, and H = 0 from the
+ *   next chunk boundary on (reputation.ts integrityAt), the same everywhere.
  * - `reputations` and `integrityOf` are this replica's own judgement: H = 0 as soon as it holds a
- *   proof. That proof is not pinned (TxBatch has no evidence field yet), and replicas that learn
- *   of it at different times would disagree on when it takes effect, so it does not move the
- *   group. Pinning evidence would let H = 0 take effect at the next chunk boundary everywhere.
+ *   proof, pinned or not. Replicas learn of a proof at different times, so this view never moves
+ *   the group.
  */
 import type { ConsensusGroup } from './certificate.ts';
 import type { ChainState } from './replica-mempool.ts';
@@ -53,6 +54,24 @@ export function addToChunk(
   });
 }
 
+/** The histories with `chunk` as the misbehaviour chunk of each of `culprits` (first one wins). */
+export function markMisbehaviour(
+  histories: readonly InstitutionHistory[],
+  culprits: ReadonlySet<InstitutionIndex>,
+  chunk: number,
+): InstitutionHistory[] {
+  return histories.map((h) =>
+    culprits.has(h.index) && h.misbehaviourChunk === undefined
+      ? { ...h, misbehaviourChunk: chunk }
+      : h,
+  );
+}
+
+/** Whether pinned evidence names the institution (its H is 0 from the next chunk boundary on). */
+export function hasPinnedEvidence(state: ReputationState, institution: InstitutionIndex): boolean {
+  return state.histories.some((h) => h.index === institution && h.misbehaviourChunk !== undefined);
+}
+
 /**
  * Chunks completed: those before the chunk of the latest pinned keyblock (a chunk stays open
  * while batches anchored to its keyblocks can still be pinned).
@@ -90,9 +109,21 @@ export function reputations(state: ReputationState): InstitutionReputation[] {
 
 /** The consensus group of the current chunk: the top params.groupSize members by pinned R. */
 export function consensusGroupOf(state: ReputationState): ConsensusGroup {
-  const reps = pinnedReputations(state);
+  return consensusGroupAt(state, state.chain.keyblockHeight);
+}
+
+/**
+ * The consensus group as of keyblock `keyblockHeight` (at most the latest pinned one): computed
+ * from the chunks completed before that keyblock's chunk. A batch's evidence is judged under the
+ * group as of the batch's own anchor, so its validity does not depend on how many keyblocks the
+ * judging replica has pinned since.
+ */
+export function consensusGroupAt(state: ReputationState, keyblockHeight: number): ConsensusGroup {
+  const params = state.chain.genesis.params;
+  const completed = keyblockHeight === 0 ? 0 : chunkOfHeight(keyblockHeight, params.chunkSize);
+  const reps = reputationsAt(state.histories, completed, params);
   const rOf = new Map(reps.map((x) => [x.index, x.reputation]));
-  return consensusGroup(reps, state.chain.genesis.params.groupSize).map((member) => ({
+  return consensusGroup(reps, params.groupSize).map((member) => ({
     member,
     signingKey: state.chain.members(member)!.signingKey,
     reputation: rOf.get(member)!,

@@ -6,21 +6,24 @@
  *
  * A replica holds the pinned batch tip, the pinned patient blocks and indexes behind the
  * LedgerView port (replica-view.ts), each member's contributions per reputation chunk and the
- * misbehaviour this replica has proven (replica-reputation.ts), the fee accounts, and a bounded
- * mempool of received bundles (replica-mempool.ts). Proposals are assembled and judged in
- * replica-batch.ts.
+ * chunk in which pinned evidence named it, the misbehaviour this replica has proven
+ * (replica-reputation.ts), the fee accounts, and a bounded mempool of received bundles
+ * (replica-mempool.ts). Proposals are assembled and judged in replica-batch.ts.
  *
  * Consensus reads pinned data only (the group, Algorithm 2's quotas, the fairness check), so
- * every replica that pinned the same chain computes the same numbers; proven misbehaviour sets
- * H = 0 in this replica's own view at once (see replica-reputation.ts for why not in the group).
- * A misbehaving institution's valid bundles are still pinned (they are patients' records); its
- * forged ones never are.
+ * every replica that pinned the same chain computes the same numbers. Proven misbehaviour sets
+ * H = 0 in this replica's own view at once; the proposer pins the evidence it holds in its next
+ * batch (evidence.ts), and every replica that pins that batch sets the culprit's H = 0 from the
+ * next chunk boundary on, which takes it out of the group and gives it no quota in Algorithm 2.
+ * Until then its valid bundles are still pinned (they are patients' records); its forged ones
+ * never are.
  */
 import { equalBytes, toHex } from '../crypto/bytes.ts';
 import { encodeBatch, refKey } from './batch.ts';
 import type { Equivocation } from './bft-messages.ts';
 import type { ConsensusGroup } from './certificate.ts';
 import { LedgerError, type LedgerErrorCode, OK, reject, type Verdict } from './errors.ts';
+import { equivocationEvidence, evidenceCode, evidenceCulprit, statelessBlame } from './evidence.ts';
 import { type Accounts, applyBatchRewards, applyKeyblockRewards, genesisAccounts } from './fees.ts';
 import { ZERO_HASH } from './keyblock.ts';
 import { createMicroblock, type Microblock } from './microblock.ts';
@@ -30,6 +33,7 @@ import {
   checkBatch,
   checkFairness,
   type PinnedChain,
+  selectEvidence,
   verifyBatchEquivocation,
 } from './replica-batch.ts';
 import {
@@ -44,16 +48,31 @@ import {
   makeEntry,
   rebuildMempool,
 } from './replica-mempool.ts';
-import { addToChunk, pinnedReputations } from './replica-reputation.ts';
+import { addToChunk, markMisbehaviour, pinnedReputations } from './replica-reputation.ts';
 import { type LedgerView, memoryLedgerView } from './replica-view.ts';
 import { chunkOfHeight, type InstitutionHistory } from './reputation.ts';
 import { checkBundleStateless, txHash, verifyBundleSignature } from './tx.ts';
-import type { Bundle, Bytes, Certificate, Genesis, InstitutionIndex, RegisterTx } from './types.ts';
+import type {
+  Bundle,
+  Bytes,
+  Certificate,
+  Evidence,
+  Genesis,
+  InstitutionIndex,
+  RegisterTx,
+} from './types.ts';
 
-export { batchValueHash, type PinnedChain, verifyBatchEquivocation } from './replica-batch.ts';
+export {
+  batchValueHash,
+  type PinnedChain,
+  type PinnedState,
+  verifyBatchEquivocation,
+} from './replica-batch.ts';
 export {
   completedChunks,
+  consensusGroupAt,
   consensusGroupOf,
+  hasPinnedEvidence,
   integrityOf,
   pinnedReputations,
   reputations,
@@ -74,23 +93,26 @@ export const defaultReplicaOpts: ReplicaOpts = {
   maxBundlesTotal: 4096,
 };
 
-export type MisbehaviourProof =
-  | { readonly type: 'bundle'; readonly bundle: Bundle }
-  | { readonly type: 'equivocation'; readonly evidence: Equivocation };
-
-/** Proof that an institution misbehaved: its integrity H is 0 from then on (in this replica). */
+/**
+ * Proof that an institution misbehaved: its integrity H is 0 from then on in this replica, and
+ * everywhere from the chunk boundary after a batch pins the proof.
+ */
 export interface Misbehaviour {
   readonly institution: InstitutionIndex;
   readonly code: LedgerErrorCode;
-  readonly proof: MisbehaviourProof;
+  readonly proof: Evidence;
 }
 
 export interface Replica {
   readonly opts: ReplicaOpts;
   /** The pinned state; replaced as a whole whenever a batch or keyblock is pinned. */
   readonly chain: PinnedChain;
-  /** Each member's contributions per chunk, from pinned data, in genesis member order. */
+  /**
+   * Each member's contributions per chunk and the chunk its pinned evidence was pinned in, from
+   * pinned data, in genesis member order.
+   */
   readonly histories: readonly InstitutionHistory[];
+  /** Misbehaviour this replica holds proof of, pinned or not (the first proof per institution). */
   readonly misbehaviour: ReadonlyMap<InstitutionIndex, Misbehaviour>;
   readonly mempool: Mempool;
 }
@@ -160,12 +182,14 @@ function addMisbehaviour(
   return { replica: map === null ? replica : { ...replica, misbehaviour: map }, added };
 }
 
+function fromEvidence(proof: Evidence): Misbehaviour {
+  return { institution: evidenceCulprit(proof), code: evidenceCode(proof), proof };
+}
+
 function fromBlames(blamed: readonly Blame[]): Misbehaviour[] {
-  return blamed.map((b) => ({
-    institution: b.institution,
-    code: b.code,
-    proof: { type: 'bundle', bundle: b.bundle },
-  }));
+  return blamed.map((b) =>
+    fromEvidence({ type: 'bundle', bundle: b.bundle, index: b.index, reason: b.code }),
+  );
 }
 
 function update(
@@ -272,10 +296,11 @@ export function receiveBundle(replica: Replica, bundle: Bundle, now: number): Re
   }
   const stateless = checkBundleStateless(bundle, c.genesis.params.minFee);
   if (!stateless.ok) {
-    const code = stateless.error.code;
-    if (!SIGNER_FAULTS.has(code)) return update(replica, stateless);
-    const proof = { type: 'bundle', bundle } as const;
-    return update(replica, stateless, [{ institution: bundle.institution, code, proof }]);
+    const blame = statelessBlame(bundle, c.genesis.params.minFee);
+    if (!SIGNER_FAULTS.has(stateless.error.code) || blame === null) {
+      return update(replica, stateless);
+    }
+    return update(replica, stateless, [fromEvidence({ type: 'bundle', bundle, ...blame })]);
   }
   const admitted = admitBundle(c, replica.mempool, entry, replica.opts);
   return update(
@@ -287,8 +312,9 @@ export function receiveBundle(replica: Replica, bundle: Bundle, now: number): Re
 
 /**
  * The batch this replica proposes at `height` (the next one): Algorithm 2 over its eligible
- * bundles by pinned reputation, capped by params.maxBatchTxs (replica-batch.ts assembleBatch).
- * An empty batch is a valid proposal.
+ * bundles by pinned reputation, capped by params.maxBatchTxs (replica-batch.ts assembleBatch),
+ * and the misbehaviour proofs it holds that the pinned state does not name yet and that check
+ * against it (selectEvidence; bounded per batch). An empty batch is a valid proposal.
  */
 export function proposeBatch(replica: Replica, height: number, proposer: InstitutionIndex): Bytes {
   const c = replica.chain;
@@ -296,15 +322,18 @@ export function proposeBatch(replica: Replica, height: number, proposer: Institu
     throw new LedgerError('WRONG_HEIGHT', `cannot propose batch ${height} on top of ${c.height}`);
   }
   const reps = pinnedReputations(replica);
-  return encodeBatch(assembleBatch(c, replica.mempool, reps, height, proposer));
+  const held = [...replica.misbehaviour.values()].map((m) => m.proof);
+  const evidence = selectEvidence(replica, held);
+  return encodeBatch(assembleBatch(c, replica.mempool, reps, height, proposer, evidence));
 }
 
 /**
  * What a batch learned with its certificate (sync) must pass: everything but fairness, which is a
- * prevote-time judgement. Decoding, validateBatch against the pinned tip, and fees.
+ * prevote-time judgement. Decoding, validateBatch against the pinned tip (its evidence under the
+ * pinned group and pinned evidence), and fees.
  */
 export function validateCertified(replica: Replica, bytes: Bytes): Verdict {
-  return checkBatch(replica.chain, bytes).verdict;
+  return checkBatch(replica, bytes).verdict;
 }
 
 /**
@@ -316,7 +345,7 @@ export function validateCertified(replica: Replica, bytes: Bytes): Verdict {
  * time of validation, or bundles received meanwhile would count against an honest leader.
  */
 export function validateProposal(replica: Replica, bytes: Bytes, asOf: number): Verdict {
-  const checked = checkBatch(replica.chain, bytes);
+  const checked = checkBatch(replica, bytes);
   if (!checked.verdict.ok || checked.batch === null) return checked.verdict;
   const held = heldBundles(replica.mempool, asOf, replica.opts.fairnessGraceMs);
   const capacity = replica.chain.genesis.params.maxBatchTxs;
@@ -325,7 +354,9 @@ export function validateProposal(replica: Replica, bytes: Bytes, asOf: number): 
 
 /**
  * Pins a decided batch: patient blocks, pinned txs and label index, fees and the proposer's
- * reward, record counts in the batch's chunk, and the mempool without the pinned bundles. The
+ * reward, record counts in the batch's chunk, the batch's chunk as the misbehaviour chunk of
+ * every institution its evidence names (H = 0 from the next chunk boundary on, at every replica;
+ * the proofs join this replica's own), and the mempool without the pinned bundles. The
  * certificate was checked by consensus (or sync) against the group; here it must name this batch
  * at the next height. Throws LedgerError when the batch does not validate: a certified invalid batch
  * means more than a third of the group is faulty.
@@ -338,7 +369,7 @@ export function applyDecision(replica: Replica, bytes: Bytes, certificate: Certi
       `certificate for ${certificate.kind} ${certificate.height}`,
     );
   }
-  const checked = checkBatch(c, bytes);
+  const checked = checkBatch(replica, bytes);
   if (!checked.verdict.ok) throw failure(checked.verdict);
   const batch = checked.batch!;
   const hash = batchValueHash(bytes);
@@ -355,16 +386,16 @@ export function applyDecision(replica: Replica, bytes: Bytes, certificate: Certi
     accounts: applyBatchRewards(c.accounts, batch, c.genesis.params),
   };
   const records = checked.effects!.recordsBy;
-  const histories =
-    records.size === 0
-      ? replica.histories
-      : addToChunk(
-          replica.histories,
-          chunkOfHeight(batch.keyblockHeight, c.genesis.params.chunkSize),
-          records,
-          'records',
-        );
-  return withChain(replica, chain, histories);
+  const anchor = batch.keyblockHeight;
+  const chunk = anchor === 0 ? 0 : chunkOfHeight(anchor, c.genesis.params.chunkSize);
+  let histories = replica.histories;
+  if (records.size > 0) histories = addToChunk(histories, chunk, records, 'records');
+  if (batch.evidence.length > 0) {
+    const culprits = new Set(batch.evidence.map(evidenceCulprit));
+    histories = markMisbehaviour(histories, culprits, chunk);
+  }
+  const next = withChain(replica, chain, histories);
+  return addMisbehaviour(next, batch.evidence.map(fromEvidence)).replica;
 }
 
 /** Equivocation evidence (from bft.ts or a peer): once verified, the member's H is 0 here. */
@@ -375,6 +406,5 @@ export function applyEvidence(
 ): ReplicaUpdate {
   const verdict = verifyBatchEquivocation(evidence, group, replica.chain.genesis.chainId);
   if (!verdict.ok) return update(replica, verdict);
-  const proof = { type: 'equivocation', evidence } as const;
-  return update(replica, OK, [{ institution: evidence.member, code: 'EQUIVOCATION', proof }]);
+  return update(replica, OK, [fromEvidence(equivocationEvidence(evidence))]);
 }

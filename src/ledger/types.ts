@@ -6,6 +6,7 @@
  * the paper's 476 bytes per record, certificates included.
  */
 import type { ChameleonOpening } from '../crypto/chameleon.ts';
+import type { LedgerErrorCode } from './errors.ts';
 
 export type Bytes = Uint8Array;
 
@@ -168,24 +169,89 @@ export interface CertificateSignature {
   readonly signature: Bytes;
 }
 
+/** What a consensus instance decides: the next keyblock, or the next tx batch. */
+export type ConsensusKind = 'keyblock' | 'batch';
+export type VoteType = 'prevote' | 'precommit';
+
 /**
  * A pinning certificate: signatures of more than 2/3 of the consensus group's members that also
  * hold more than 2/3 of the group's reputation, each over the same (kind, height, round, value).
  * One signature per member per batch root, never one per tx.
  */
 export interface Certificate {
-  readonly kind: 'keyblock' | 'batch';
+  readonly kind: ConsensusKind;
   readonly height: number;
   readonly round: number;
   readonly value: Bytes;
   readonly signatures: readonly CertificateSignature[];
 }
 
-/** A pinned batch of txs: bundles in proposal order, anchored to a keyblock. */
+/**
+ * Tendermint's PROPOSAL (bft-messages.ts): the value bytes and the proposer's validRound, signed
+ * over id(v) (the batch commitment hash for batches, the keyblock hash for keyblocks).
+ */
+export interface Proposal {
+  readonly type: 'proposal';
+  readonly kind: ConsensusKind;
+  readonly height: number;
+  readonly round: number;
+  /** The proposer's validRound: -1, or the earlier round in which the value had 2f + 1 prevotes. */
+  readonly validRound: number;
+  readonly value: Bytes;
+  readonly member: InstitutionIndex;
+  readonly signature: Bytes;
+}
+
+/** Tendermint's PREVOTE and PRECOMMIT: the 32-byte id(v), or nil. */
+export interface Vote {
+  readonly type: VoteType;
+  readonly kind: ConsensusKind;
+  readonly height: number;
+  readonly round: number;
+  /** id(v), or null for nil. */
+  readonly value: Bytes | null;
+  readonly member: InstitutionIndex;
+  readonly signature: Bytes;
+}
+
+export type BftMessage = Proposal | Vote;
+
+/**
+ * Two signed consensus messages of one member that conflict: same kind, height, round and type,
+ * different content (two votes for different values, or two proposals of different values).
+ */
+export interface EquivocationEvidence {
+  readonly type: 'equivocation';
+  readonly kind: ConsensusKind;
+  readonly first: BftMessage;
+  readonly second: BftMessage;
+}
+
+/**
+ * A correctly signed bundle whose tx `index` breaks a rule only the signer can break (evidence.ts,
+ * BLAMABLE_REASONS): a fee below the minimum, another institution's tx, or a chameleon opening
+ * that does not open the signer's own leaf although the tx is next in line for it.
+ */
+export interface BundleEvidence {
+  readonly type: 'bundle';
+  readonly bundle: Bundle;
+  readonly index: number;
+  readonly reason: LedgerErrorCode;
+}
+
+/** Proof that one institution misbehaved; pinned in a batch, it sets the institution's H to 0. */
+export type Evidence = EquivocationEvidence | BundleEvidence;
+
+/**
+ * A pinned batch of txs: bundles in proposal order, anchored to a keyblock, and the misbehaviour
+ * evidence it pins (at most one item per institution, never against one already named by pinned
+ * evidence).
+ */
 export interface TxBatch {
   readonly height: number;
   readonly prev: Bytes;
   readonly keyblockHeight: number;
   readonly proposer: InstitutionIndex;
   readonly bundles: readonly Bundle[];
+  readonly evidence: readonly Evidence[];
 }

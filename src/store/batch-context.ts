@@ -2,7 +2,8 @@
  * Synchronous ports over an async database: validateBatch reads patient blocks, pinned tx hashes and
  * label targets through synchronous ports (it is pure), while LevelDB is async. loadBatchContext
  * bridges the two: it lists what one batch can ask for (its txs' patient blocks, its tx hashes, its
- * labels' targets), prefetches all of it in parallel from one LevelDB snapshot, and returns
+ * labels' targets, and the patient block of each tx its evidence blames), prefetches all of it in
+ * parallel from one LevelDB snapshot, and returns
  * synchronous lookups over that snapshot. Asking it for anything outside the batch throws
  * NOT_PREFETCHED (a programming error, not a "no"). The snapshot carries the height it was taken
  * at: if another batch is pinned in between, putPinnedBatch refuses the validated batch (its height
@@ -18,7 +19,10 @@ import { StoreError } from './errors.ts';
 import { storeKeys } from './keys.ts';
 import type { StoreTip } from './values.ts';
 
-/** What validateBatch needs from the chain for one batch; add `genesis` and `members`. */
+/**
+ * What validateBatch needs from the chain for one batch; add `genesis`, `members`, and the pinned
+ * consensus state its evidence is judged under (`group`, `hasPinnedEvidence`).
+ */
 export type BatchSnapshot = Pick<
   BatchContext,
   'prevHash' | 'height' | 'pinnedKeyblockHeight' | 'microblocks' | 'isPinnedTx' | 'isRecordOf'
@@ -42,6 +46,11 @@ export async function loadBatchContext(
   const refs = new Map<string, BlockRef>();
   const hashes = new Set<string>();
   const targets = new Map<string, Bytes>();
+  for (const e of batch.evidence) {
+    // A forged opening is judged against the blamed tx's pinned patient block.
+    const tx = e.type === 'bundle' ? e.bundle.txs[e.index] : undefined;
+    if (tx !== undefined) refs.set(refKey(tx.block), tx.block);
+  }
   for (const bundle of batch.bundles) {
     for (const tx of bundle.txs) {
       refs.set(refKey(tx.block), tx.block);

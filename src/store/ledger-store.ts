@@ -429,7 +429,9 @@ export class LedgerStore {
   /**
    * Prefetches, from one LevelDB snapshot and in parallel, everything validateBatch can ask about
    * `batch` (see batch-context.ts), and returns it as synchronous ports:
-   *   validateBatch(batch, { genesis, members, ...(await store.loadBatchContext(batch)) })
+   *   validateBatch(batch, {
+   *     genesis, members, group, hasPinnedEvidence, ...(await store.loadBatchContext(batch)),
+   *   })
    */
   async loadBatchContext(batch: TxBatch): Promise<BatchSnapshot> {
     const snapshot = this.db.snapshot();

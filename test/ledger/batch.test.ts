@@ -49,12 +49,25 @@ function ctx(overrides: Partial<BatchContext> = {}): BatchContext {
     microblocks: { get: (ref) => store.get(refKey(ref)) },
     isPinnedTx: () => false,
     isRecordOf: () => false,
+    group: genesis.members.map((m) => ({
+      member: m.index,
+      signingKey: m.signingKey,
+      reputation: 1,
+    })),
+    hasPinnedEvidence: () => false,
     ...overrides,
   };
 }
 
 function batchOf(bundles: TxBatch['bundles']): TxBatch {
-  return { height: 1, prev: new Uint8Array(32), keyblockHeight: 1, proposer: 0, bundles };
+  return {
+    height: 1,
+    prev: new Uint8Array(32),
+    keyblockHeight: 1,
+    proposer: 0,
+    bundles,
+    evidence: [],
+  };
 }
 
 function code(batch: TxBatch, c = ctx()): string {
@@ -262,11 +275,13 @@ describe('tx spans in the encoded batch', () => {
         signBundle(genesis.chainId, b.index, [], b.signingSecret, random),
         signBundle(genesis.chainId, b.index, [n1], b.signingSecret, random),
       ],
+      evidence: [],
     };
     expectSpans(batch);
     const spans = batchTxSpans(batch);
     const last = spans[spans.length - 1]!;
-    expect(last.offset + last.length + 64).toBe(encodeBatch(batch).length);
+    // The last bundle's signature, then the empty evidence list (one byte).
+    expect(last.offset + last.length + 64 + 1).toBe(encodeBatch(batch).length);
   });
 
   it('handles bundles of more than 127 txs (a two-byte tx count) and empty batches', () => {

@@ -11,22 +11,29 @@ import { makeRecordTx } from '../../src/ledger/author.ts';
 import { decodeBatch, encodeBatch } from '../../src/ledger/batch.ts';
 import { makeSigner, signMessage } from '../../src/ledger/bft-messages.ts';
 import { verifyCertificate } from '../../src/ledger/certificate.ts';
+import { encodeEvidence, evidenceCulprit } from '../../src/ledger/evidence.ts';
 import { totalSupply } from '../../src/ledger/fees.ts';
 import { encodeMicroblock, nextRunning } from '../../src/ledger/microblock.ts';
 import {
   applyDecision,
   applyEvidence,
   batchValueHash,
+  completedChunks,
+  consensusGroupAt,
   consensusGroupOf,
+  hasPinnedEvidence,
   integrityOf,
   memoryLedgerView,
+  pinKeyblock,
   pinnedReputations,
   proposeBatch,
   type Replica,
   receiveBundle,
   reputations,
+  validateCertified,
   validateProposal,
 } from '../../src/ledger/replica.ts';
+import { integrityAt } from '../../src/ledger/reputation.ts';
 import { signBundle, txHash } from '../../src/ledger/tx.ts';
 import type { Bundle, Certificate, MedicalTx } from '../../src/ledger/types.ts';
 import type { TestInstitution } from '../helpers/ledger-fixtures.ts';
@@ -69,10 +76,11 @@ function allRuns(): LedgerSimResult[] {
   );
 }
 
+const mix = (n: number, faulty: Record<number, LedgerBehaviour>) =>
+  Array.from({ length: n }, (_, i): LedgerBehaviour => faulty[i] ?? 'honest');
+
 /** The selfish and the withholding institution together, so that each leads some rounds. */
 function leaderRuns(): LedgerSimResult[] {
-  const mix = (n: number, faulty: Record<number, LedgerBehaviour>) =>
-    Array.from({ length: n }, (_, i): LedgerBehaviour => faulty[i] ?? 'honest');
   return [
     run(7, 101, { behaviours: mix(7, { 2: 'selfish', 5: 'withhold' }) }),
     run(7, 102, { behaviours: mix(7, { 0: 'withhold', 3: 'selfish' }), partition: undefined }),
@@ -243,6 +251,62 @@ describe('ledger network simulation', () => {
     }
     expect(punished.equivocate).toBeGreaterThan(0);
     expect(punished.forge).toBeGreaterThan(0);
+  });
+
+  it('EVIDENCE: honest replicas pin the same evidence and agree on H and the group; culprits leave the group at the next chunk boundary, nobody else does', () => {
+    // An equivocating and a forging institution in one run, besides the scenarios.
+    const both = run(7, 201, { behaviours: mix(7, { 1: 'equivocate', 4: 'forge' }) });
+    const pinnedEvidence = (r: LedgerSimResult, i: number) =>
+      [...r.decisions.get(i)!.values()].flatMap((d) => decodeBatch(d.value).evidence);
+    const out = { equivocate: 0, forge: 0 };
+    for (const r of [both, ...allRuns(), ...leaderRuns()]) {
+      const replicas = honestReplicas(r);
+      const x0 = replicas[0]!;
+      const evidence = pinnedEvidence(r, r.honest[0]!);
+      const integrity = (x: Replica) => x.histories.map((h) => integrityAt(h, completedChunks(x)));
+      const group = (x: Replica) => consensusGroupOf(x).map((m) => [m.member, m.reputation]);
+      for (const i of r.honest) {
+        const x = r.replicas[i]!;
+        expect(
+          pinnedEvidence(r, i).map((e) => toHex(encodeEvidence(e))),
+          label(r),
+        ).toEqual(evidence.map((e) => toHex(encodeEvidence(e))));
+        expect(x.histories.map((h) => h.misbehaviourChunk)).toEqual(
+          x0.histories.map((h) => h.misbehaviourChunk),
+        );
+        expect(integrity(x), label(r)).toEqual(integrity(x0));
+        expect(group(x), label(r)).toEqual(group(x0));
+      }
+      const named = evidence.map(evidenceCulprit);
+      const members = new Set(consensusGroupOf(x0).map((m) => m.member));
+      r.config.behaviours.forEach((b, i) => {
+        const m = x0.histories[i]!.misbehaviourChunk;
+        if (b === 'equivocate' || b === 'forge') {
+          // Pinned once, by the kind of proof its behaviour leaves.
+          const against = evidence.filter((e) => evidenceCulprit(e) === i);
+          expect(against, `${label(r)}: evidence against ${i}`).toHaveLength(1);
+          expect(against[0]!.type).toBe(b === 'equivocate' ? 'equivocation' : 'bundle');
+          // In the group through the chunk its evidence was pinned in, out from the next boundary.
+          expect(m, label(r)).toBeDefined();
+          expect(m!).toBeLessThan(completedChunks(x0));
+          const membersAt = (kb: number) => consensusGroupAt(x0, kb).map((g) => g.member);
+          expect(membersAt(m! + 1)).toContain(i); // chunkSize 1: keyblock k is in chunk k - 1
+          expect(membersAt(m! + 2)).not.toContain(i);
+          expect(members.has(i), `${label(r)}: ${i} in the group`).toBe(false);
+          expect(integrity(x0)[i]).toBe(0);
+          expect(pinnedReputations(x0)[i]!.reputation).toBe(0);
+          out[b]++;
+        } else {
+          expect(named, `${label(r)}: evidence against ${i}`).not.toContain(i);
+          expect(m).toBeUndefined();
+          expect(members.has(i), `${label(r)}: ${i} in the group`).toBe(true);
+          expect(integrity(x0)[i]).toBe(1);
+        }
+      });
+      expect(x0.chain.keyblockHeight, 'keyblocks were pinned during the run').toBeGreaterThan(2);
+    }
+    expect(out.equivocate).toBeGreaterThan(1);
+    expect(out.forge).toBeGreaterThan(1);
   });
 
   it('FEES: accounts balance; total supply grows by exactly the batch rewards', () => {
@@ -460,6 +524,85 @@ describe('replica', () => {
     });
     expect(views[40]!.isPinnedTx('tx1')).toBe(true);
     expect(views[40]!.microblocks.get({ i: 9, j: 9 })).toBeUndefined();
+  });
+
+  it('pins the evidence it holds; H = 0 from the next chunk boundary, at every replica, once', () => {
+    const cheap = bundlesOf(b!, 0, 1, 0)[0]!;
+    const proven = receiveBundle(base, cheap, 0).replica;
+    expect(integrityOf(proven, b!.index)).toBe(0);
+    expect(hasPinnedEvidence(proven, b!.index)).toBe(false);
+    const bytes = proposeBatch(proven, 1, c!.index);
+    const batch = decodeBatch(bytes);
+    expect(batch.evidence).toEqual([
+      { type: 'bundle', bundle: cheap, index: 0, reason: 'FEE_TOO_LOW' },
+    ]);
+    // A replica that never saw the bundle checks the evidence from the batch alone, and pins it.
+    expect(validateProposal(base, bytes, 0).ok).toBe(true);
+    const pinned = applyDecision(base, bytes, certify(bytes, 1));
+    expect(pinned.histories[b!.index]!.misbehaviourChunk).toBe(1); // the chunk of keyblock 2
+    expect(hasPinnedEvidence(pinned, b!.index)).toBe(true);
+    expect(pinned.misbehaviour.get(b!.index)).toMatchObject({ code: 'FEE_TOO_LOW' });
+    expect(integrityOf(pinned, b!.index)).toBe(0);
+    // Consensus reads completed chunks: b stays in the group until the boundary...
+    const everyone = [0, 1, 2, 3];
+    expect(
+      consensusGroupOf(pinned)
+        .map((m) => m.member)
+        .sort(),
+    ).toEqual(everyone);
+    expect(pinnedReputations(pinned)[b!.index]!.reputation).toBeGreaterThan(0);
+    // ...and is out of it, with R = 0 and no Algorithm 2 quota, from the next keyblock on.
+    const next = pinKeyblock(pinned, { height: 3, miner: 0, registers: [] });
+    expect(
+      consensusGroupOf(next)
+        .map((m) => m.member)
+        .sort(),
+    ).toEqual([0, 2, 3]);
+    expect(pinnedReputations(next)[b!.index]!.reputation).toBe(0);
+    const waiting = receiveAll(next, [...bundlesOf(b!, 1, 1), ...bundlesOf(c!, 1, 1)], 0);
+    const later = decodeBatch(proposeBatch(waiting, 2, c!.index));
+    expect(later.bundles.map((x) => x.institution)).toEqual([c!.index]);
+    // Never pinned twice: the proposer leaves it out, and a batch that carries it is invalid.
+    expect(later.evidence).toEqual([]);
+    const again = encodeBatch({ ...later, evidence: batch.evidence });
+    expect(validateCertified(next, again)).toMatchObject({
+      ok: false,
+      error: { code: 'CONFLICTS_WITH_PINNED' },
+    });
+    // Evidence that proves nothing makes the proposal invalid.
+    const framed = encodeBatch({
+      ...decodeBatch(proposeBatch(base, 1, c!.index)),
+      evidence: [
+        { type: 'bundle', bundle: bundlesOf(b!, 0, 1)[0]!, index: 0, reason: 'FEE_TOO_LOW' },
+      ],
+    });
+    expect(validateProposal(base, framed, 0)).toMatchObject({
+      ok: false,
+      error: { code: 'INVALID_VALUE' },
+    });
+  });
+
+  it('pins equivocation evidence it verified, under the group of the batch anchor', () => {
+    const group = consensusGroupOf(base);
+    const signer = makeSigner(b!.index, b!.signingSecret, random);
+    const vote = (value: Uint8Array | null) =>
+      signMessage(
+        genesis.chainId,
+        { type: 'prevote', kind: 'batch', height: 1, round: 0, value },
+        signer,
+      );
+    const e = { member: b!.index, first: vote(new Uint8Array(32).fill(7)), second: vote(null) };
+    const held = applyEvidence(base, e, group).replica;
+    const bytes = proposeBatch(held, 1, 0);
+    expect(decodeBatch(bytes).evidence).toEqual([
+      { type: 'equivocation', kind: 'batch', first: e.first, second: e.second },
+    ]);
+    const pinned = applyDecision(base, bytes, certify(bytes, 1));
+    expect(pinned.misbehaviour.get(b!.index)).toMatchObject({ code: 'EQUIVOCATION' });
+    expect(hasPinnedEvidence(pinned, b!.index)).toBe(true);
+    // A replica that pinned more keyblocks judges the batch the same way.
+    const ahead = pinKeyblock(base, { height: 3, miner: 0, registers: [] });
+    expect(validateCertified(ahead, bytes).ok).toBe(true);
   });
 
   it('accepts equivocation evidence only when it verifies', () => {

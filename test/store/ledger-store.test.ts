@@ -20,6 +20,7 @@ import {
   verifyTxInclusion,
 } from '../../src/ledger/batch.ts';
 import { makeCertificate, signVote } from '../../src/ledger/certificate.ts';
+import { evidenceRoot } from '../../src/ledger/evidence.ts';
 import { keyblockHash } from '../../src/ledger/keyblock.ts';
 import {
   addKeyblock,
@@ -39,6 +40,7 @@ import type {
   BatchTx,
   Bytes,
   Certificate,
+  Evidence,
   Keyblock,
   MedicalTx,
   RegisterTx,
@@ -59,6 +61,12 @@ import { makeNetwork, makePatient } from '../helpers/ledger-fixtures.ts';
 
 const { genesis, institutions, random } = makeNetwork(4, 'store', { initialTarget: 2n ** 255n });
 const members = (i: number) => genesis.members[i];
+/** The consensus group batch evidence is judged under. */
+const group = genesis.members.map((m) => ({
+  member: m.index,
+  signingKey: m.signingKey,
+  reputation: 1,
+}));
 const [a, b, c] = institutions as [
   (typeof institutions)[0],
   (typeof institutions)[0],
@@ -230,6 +238,7 @@ function makeBatch(bundles: [typeof a, BatchTx[]][]): TxBatch {
     bundles: bundles.map(([inst, txs]) =>
       signBundle(genesis.chainId, inst.index, txs, inst.signingSecret, random),
     ),
+    evidence: [],
   };
 }
 
@@ -238,6 +247,8 @@ async function pinBatch(batch: TxBatch) {
   const { verdict, effects } = validateBatch(batch, {
     genesis,
     members,
+    group,
+    hasPinnedEvidence: () => false,
     ...(await store.loadBatchContext(batch)),
   });
   if (!verdict.ok) throw verdict.error;
@@ -400,6 +411,8 @@ describe('LedgerStore (LevelDB)', () => {
     const v = validateBatch(replay, {
       genesis,
       members,
+      group,
+      hasPinnedEvidence: () => false,
       ...(await store.loadBatchContext(replay)),
     });
     expect(v.verdict.ok ? 'ok' : v.verdict.error.code).toBe('REPLAYED_TX');
@@ -516,6 +529,44 @@ describe('LedgerStore (LevelDB)', () => {
       expect(proof!.inclusion).toEqual(txInclusion(big, index));
       expect(verifyTxInclusion(txHash(tx), proof!.inclusion)).toEqual(batchHash(big));
     }
+  });
+
+  it('pins a batch that carries evidence: checked through the snapshot, stored, bound by its commitment', async () => {
+    // c forges the opening of its next record for patient 4 (block 2/0, not in the batch's txs).
+    const block = current(4);
+    const honest = makeRecordTx(block, c, { type: 'medical', pointer: pointer() }, 1, random);
+    const bundle = signBundle(
+      genesis.chainId,
+      c.index,
+      [{ ...honest, pointer: pointer() }],
+      c.signingSecret,
+      random,
+    );
+    const evidence: Evidence[] = [
+      { type: 'bundle', bundle, index: 0, reason: 'BAD_CHAMELEON_OPENING' },
+    ];
+    // The blamed tx's block is prefetched with the batch's own (or validation would throw): a
+    // genuine opening blamed as forged is found out through the snapshot.
+    const genuine = signBundle(genesis.chainId, c.index, [honest], c.signingSecret, random);
+    const batch = { ...makeBatch([[a, [record(0, a)]]]), evidence };
+    const lie = { ...batch, evidence: [{ ...evidence[0]!, bundle: genuine }] };
+    const v = validateBatch(lie, {
+      genesis,
+      members,
+      group,
+      hasPinnedEvidence: () => false,
+      ...(await store.loadBatchContext(lie)),
+    });
+    expect(v.verdict).toMatchObject({ ok: false, error: { code: 'INVALID_VALUE' } });
+    await pinBatch(batch);
+    expect(await store.getBatch(batch.height)).toEqual(batch);
+    const tx = batch.bundles[0]!.txs[0]!;
+    const proof = await store.getRecordProof(txHash(tx));
+    expect(proof!.inclusion.commitment.evidenceRoot).toEqual(evidenceRoot(evidence));
+    expect(verifyTxInclusion(txHash(tx), proof!.inclusion)).toEqual(batchHash(batch));
+    expect(verifyTxInclusion(txHash(tx), proof!.inclusion)).toEqual(proof!.certificate.value);
+    // The forged tx itself is not pinned.
+    expect(await store.isPinnedTx(toHex(txHash(bundle.txs[0]!)))).toBe(false);
   });
 
   it('fails with a clear error when LevelDB cannot open', async () => {

@@ -10,7 +10,14 @@
  * next starts batchIntervalMs after a decision). Before GST messages are lost, dropped across a
  * partition, and delayed at random (so reordered); decided heights reach laggards as `commit`
  * inputs (sync). Honest replicas gossip the misbehaviour they prove (equivocation evidence, forged
- * bundles) and re-send it with their bundles.
+ * bundles) and re-send it with their bundles; proposers pin the evidence they hold in their batches.
+ *
+ * Keyblocks: every keyblockIntervalMs a new (empty) keyblock is pinned at every replica at the same
+ * virtual instant, standing in for the keyblock chain. The chunk is one keyblock, so each keyblock
+ * is a reputation chunk boundary: pinned evidence takes its culprit out of the consensus group (as
+ * the replicas compute it) at the next one. The BFT instance of the run keeps the group it started
+ * with (moving a running consensus to a new chunk's group is the node's job, not modelled here).
+ * Keyblocks carry no reward in the sim, so the supply grows by the batch rewards alone.
  *
  * Byzantine behaviours: 'equivocate' (conflicting votes), 'forge' (bundles with a bad chameleon
  * opening, bundles carrying another institution's tx, bundles claiming to be another's, and
@@ -53,6 +60,7 @@ import {
   applyDecision,
   applyEvidence,
   batchValueHash,
+  completedChunks,
   consensusGroupOf,
   createReplica,
   type Misbehaviour,
@@ -107,6 +115,8 @@ export interface LedgerSimConfig {
   readonly batchIntervalMs: number;
   /** Sidecars re-send their unpinned bundles (and honest replicas their proofs) this often. */
   readonly regossipMs: number;
+  /** A keyblock (a chunk boundary) is pinned everywhere this often (default 1000 ms). */
+  readonly keyblockIntervalMs?: number;
   readonly maxTimeMs: number;
   readonly opts?: Partial<BftOpts>;
 }
@@ -143,7 +153,10 @@ export interface LedgerSimResult {
   readonly forgedTxIds: readonly string[];
   /** Every patient block. */
   readonly refs: readonly BlockRef[];
-  /** Whether every honest bundle was pinned everywhere and honest tips agree before maxTimeMs. */
+  /**
+   * Whether, before maxTimeMs, every honest bundle was pinned everywhere, honest tips agree, and
+   * every misbehaviour an honest replica proved is pinned with a chunk boundary passed since.
+   */
   readonly finished: boolean;
   readonly endTime: number;
 }
@@ -186,6 +199,7 @@ export function simNetwork(n: number): SimNetwork {
     groupSize: n,
     chunkSize: 1,
     maxBatchTxs: simCapacity(n),
+    keyblockReward: 0,
   });
   const members = (i: number) => genesis.members[i];
   const registers: RegisterTx[] = [];
@@ -251,7 +265,8 @@ type Wire =
 type SimEvent =
   | { readonly kind: 'deliver'; readonly to: number; readonly from: number; readonly wire: Wire }
   | { readonly kind: 'input'; readonly node: number; readonly input: BftInput }
-  | { readonly kind: 'produce' | 'regossip' | 'replay' | 'forge'; readonly node: number };
+  | { readonly kind: 'produce' | 'regossip' | 'replay' | 'forge'; readonly node: number }
+  | { readonly kind: 'keyblock' };
 
 interface Queued {
   readonly at: number;
@@ -484,20 +499,26 @@ export function runLedgerSim(config: LedgerSimConfig): LedgerSimResult {
   }
 
   function publish(node: SimNode, m: Misbehaviour): void {
+    const { proof } = m;
     const wire: Wire =
-      m.proof.type === 'bundle'
-        ? { type: 'bundle', bundle: m.proof.bundle }
-        : { type: 'evidence', evidence: m.proof.evidence };
+      proof.type === 'bundle'
+        ? { type: 'bundle', bundle: proof.bundle }
+        : { type: 'evidence', evidence: { member: m.institution, ...proof } };
     node.proofs.push(wire);
     toAll(node.index, wire);
   }
 
-  function decided(node: SimNode, height: number, value: Bytes, certificate: Certificate): void {
+  /** Replaces a node's replica; an honest node gossips the misbehaviour that newly proved. */
+  function replace(node: SimNode, replica: Replica): void {
     const before = node.replica.misbehaviour;
-    node.replica = applyDecision(node.replica, value, certificate);
+    node.replica = replica;
     if (node.behaviour === 'honest') {
-      for (const [i, m] of node.replica.misbehaviour) if (!before.has(i)) publish(node, m);
+      for (const [i, m] of replica.misbehaviour) if (!before.has(i)) publish(node, m);
     }
+  }
+
+  function decided(node: SimNode, height: number, value: Bytes, certificate: Certificate): void {
+    replace(node, applyDecision(node.replica, value, certificate));
     const batch = batchOf(value);
     node.decisions.set(height, { value, certificate, at: now, proposer: batch.proposer });
     for (const id of batch.txIds) if (honestTxIds.has(id)) node.pinnedAt.set(id, now);
@@ -711,10 +732,26 @@ export function runLedgerSim(config: LedgerSimConfig): LedgerSimResult {
       }
     }
   }
+  const keyblockIntervalMs = config.keyblockIntervalMs ?? 1000;
+  queue.push(keyblockIntervalMs, { kind: 'keyblock' });
 
+  /** Pins the next keyblock at every replica at once (miners take turns). */
+  function pinNextKeyblock(): void {
+    const height = nodes[0]!.replica.chain.keyblockHeight + 1;
+    const kb = { height, miner: height % n, registers: [] };
+    for (const node of nodes) replace(node, pinKeyblock(node.replica, kb));
+  }
+
+  /** Every misbehaviour the replica proved is pinned, and a chunk boundary has passed since. */
+  const inEffect = (r: Replica) =>
+    [...r.misbehaviour.keys()].every((i) => {
+      const m = r.histories[i]!.misbehaviourChunk;
+      return m !== undefined && m < completedChunks(r);
+    });
   const pinnedEverywhere = () =>
     honest.every((x) => x.pinnedAt.size === honestTxIds.size) &&
-    honest.every((x) => x.replica.chain.height === honest[0]!.replica.chain.height);
+    honest.every((x) => x.replica.chain.height === honest[0]!.replica.chain.height) &&
+    honest.every((x) => inEffect(x.replica));
   let finished = false;
 
   while (queue.size > 0) {
@@ -722,8 +759,12 @@ export function runLedgerSim(config: LedgerSimConfig): LedgerSimResult {
     if (next.at > config.maxTimeMs) break;
     now = next.at;
     const ev = next.event;
-    const node = nodes[ev.kind === 'deliver' ? ev.to : ev.node]!;
+    const node = nodes[ev.kind === 'deliver' ? ev.to : ev.kind === 'keyblock' ? 0 : ev.node]!;
     switch (ev.kind) {
+      case 'keyblock':
+        pinNextKeyblock();
+        queue.push(now + keyblockIntervalMs, ev);
+        break;
       case 'deliver':
         receive(node, ev.from, ev.wire);
         break;
