@@ -1,0 +1,126 @@
+/**
+ * Catching up (DESIGN section 5, "sync"): a node that was down, or lost the messages of a height,
+ * asks a peer for pages of pinned batches with their certificates, from the height after its own
+ * tip, and pins each one only after checking it (chain.ts applyCertified). It asks
+ * - a group member whose BFT messages are two or more heights ahead of ours, at once;
+ * - one that is one height ahead (it decided the height we are deciding), after lagGraceMs, in
+ *   case the precommits that would let us decide it ourselves never come;
+ * - a peer that just connected (we may have been down);
+ * - the next connected peer in turn when nothing was pinned for stallMs (we may not be in the
+ *   group, so nobody sends us BFT messages).
+ * One sync at a time; each is bounded in pages.
+ */
+import type { Bytes, InstitutionIndex } from '../ledger/types.ts';
+import type { SyncPage } from '../p2p/index.ts';
+
+export interface SyncOpts {
+  readonly tickMs: number;
+  readonly lagGraceMs: number;
+  readonly stallMs: number;
+  /** Pages fetched in one sync before giving others a turn. */
+  readonly maxPages: number;
+}
+
+export const defaultSyncOpts: SyncOpts = {
+  tickMs: 500,
+  lagGraceMs: 1000,
+  stallMs: 3000,
+  maxPages: 64,
+};
+
+export interface SyncPorts {
+  now(): number;
+  /** The pinned batch height. */
+  height(): number;
+  /** When this node last pinned a batch (or started). */
+  lastPinnedAt(): number;
+  connected(): readonly InstitutionIndex[];
+  fetch(peer: InstitutionIndex, fromHeight: number): Promise<SyncPage>;
+  /** Checks and pins one item; false when it was refused (stop asking this peer for now). */
+  apply(item: Bytes, peer: InstitutionIndex): Promise<boolean>;
+  /** The pinned tip moved: the BFT must move past it. */
+  caughtUp(): Promise<void>;
+  synced(peer: InstitutionIndex, from: number, to: number): void;
+  failed(peer: InstitutionIndex, err: unknown): void;
+}
+
+export class Syncer {
+  private readonly ports: SyncPorts;
+  private readonly opts: SyncOpts;
+  private ahead: { height: number; from: InstitutionIndex; since: number } | null = null;
+  private running = false;
+  private turn = 0;
+  private timer: ReturnType<typeof setInterval> | null = null;
+
+  constructor(ports: SyncPorts, opts: SyncOpts) {
+    this.ports = ports;
+    this.opts = opts;
+  }
+
+  start(): void {
+    this.timer = setInterval(() => this.tick(), this.opts.tickMs);
+  }
+
+  stop(): void {
+    if (this.timer !== null) clearInterval(this.timer);
+    this.timer = null;
+  }
+
+  /** A BFT message for `height` came from `from` while we decide the height after our tip. */
+  noteAhead(height: number, from: InstitutionIndex): void {
+    // A peer deciding height h has pinned h - 1.
+    if (height - 1 <= this.ports.height()) return;
+    if (this.ahead === null || height > this.ahead.height) {
+      this.ahead = { height, from, since: this.ahead?.since ?? this.ports.now() };
+    }
+  }
+
+  onConnected(peer: InstitutionIndex): void {
+    void this.syncFrom(peer);
+  }
+
+  private tick(): void {
+    if (this.running) return;
+    const height = this.ports.height();
+    const now = this.ports.now();
+    const a = this.ahead;
+    if (a !== null && a.height - 1 <= height) this.ahead = null;
+    else if (a !== null && (a.height - 1 > height + 1 || now - a.since >= this.opts.lagGraceMs)) {
+      void this.syncFrom(a.from);
+      return;
+    }
+    if (now - this.ports.lastPinnedAt() >= this.opts.stallMs) {
+      const peers = this.ports.connected();
+      if (peers.length > 0) void this.syncFrom(peers[this.turn++ % peers.length]!);
+    }
+  }
+
+  private async syncFrom(peer: InstitutionIndex): Promise<void> {
+    if (this.running || this.timer === null) return;
+    this.running = true;
+    const start = this.ports.height();
+    try {
+      for (let page = 0; page < this.opts.maxPages && this.timer !== null; page++) {
+        const p = await this.ports.fetch(peer, this.ports.height() + 1);
+        let refused = false;
+        for (const item of p.items) {
+          if (!(await this.ports.apply(item, peer))) {
+            refused = true;
+            break;
+          }
+        }
+        if (refused || p.items.length === 0 || p.nextHeight === null) break;
+      }
+    } catch (err) {
+      this.ports.failed(peer, err);
+    } finally {
+      this.running = false;
+      this.ahead = null;
+    }
+    const end = this.ports.height();
+    if (end > start) {
+      this.ports.synced(peer, start + 1, end);
+      await this.ports.caughtUp().catch((err) => this.ports.failed(peer, err));
+    }
+  }
+}
