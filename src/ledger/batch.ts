@@ -17,12 +17,11 @@ import {
 import type { HashValue } from './bft-messages.ts';
 import type { ConsensusGroup } from './certificate.ts';
 import { decode, encode, type Reader, type Writer } from './codec.ts';
-import { isLedgerError, OK, reject, type Verdict } from './errors.ts';
+import { OK, reject, type Verdict } from './errors.ts';
 import { checkEvidence, evidenceRoot, readEvidenceList, writeEvidence } from './evidence.ts';
 import { HASH_BYTES, ledgerHash } from './hash.ts';
 import {
-  addLeaf,
-  appendRecord,
+  applyBatchTx,
   type MemberLookup,
   type Microblock,
   type RecordLookup,
@@ -343,16 +342,7 @@ export function validateBatchTxs(
       const key = refKey(tx.block);
       const block = changed.get(key) ?? ctx.microblocks.get(tx.block);
       if (!block) return done(reject('UNKNOWN_PATIENT', `no patient block ${key}`));
-      let out: ReturnType<typeof appendRecord>;
-      try {
-        out =
-          tx.type === 'leaf'
-            ? addLeaf(block, tx, ctx.genesis.chainId, ctx.members)
-            : appendRecord(block, tx, ctx.members, isRecordOf);
-      } catch (err) {
-        if (isLedgerError(err)) return done({ ok: false, error: err });
-        throw err;
-      }
+      const out = applyBatchTx(block, tx, ctx.genesis.chainId, ctx.members, isRecordOf);
       if (!out.ok) return done(out.verdict);
       if (tx.type === 'leaf' && bundle.institution !== block.header.home) {
         return done(

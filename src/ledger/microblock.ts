@@ -15,10 +15,11 @@ import { verifyChameleon } from '../crypto/chameleon.ts';
 import { POINT_BYTES } from '../crypto/curve/point.ts';
 import { merkleRoot } from '../crypto/merkle.ts';
 import { decode, encode } from './codec.ts';
-import { reject, type Verdict } from './errors.ts';
+import { isLedgerError, reject, type Verdict } from './errors.ts';
 import { HASH_BYTES, ledgerHash } from './hash.ts';
 import { readKey, recordTxCore, verifyGrant } from './tx.ts';
 import type {
+  BatchTx,
   BlockRef,
   Bytes,
   InstitutionIndex,
@@ -345,4 +346,25 @@ export function addLeaf(
     running: initialRunning(block.header.idHash, tx.institution),
   };
   return { ok: true, block: { ...block, leaves: [...block.leaves, leaf] } };
+}
+
+/**
+ * Applies one batch tx to its patient block: a record append or a new leaf. A LedgerError thrown by
+ * a rule becomes the verdict, so callers get one result shape.
+ */
+export function applyBatchTx(
+  block: Microblock,
+  tx: BatchTx,
+  chainId: string,
+  members: MemberLookup,
+  isRecordOf: RecordLookup,
+): { ok: true; block: Microblock } | { ok: false; verdict: Verdict } {
+  try {
+    return tx.type === 'leaf'
+      ? addLeaf(block, tx, chainId, members)
+      : appendRecord(block, tx, members, isRecordOf);
+  } catch (err) {
+    if (isLedgerError(err)) return { ok: false, verdict: { ok: false, error: err } };
+    throw err;
+  }
 }

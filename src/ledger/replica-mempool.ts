@@ -19,16 +19,9 @@
 import { toHex } from '../crypto/bytes.ts';
 import { merkleRoot } from '../crypto/merkle.ts';
 import { type BatchTxContext, refKey, validateBatchTxs } from './batch.ts';
+import { LedgerError, type LedgerErrorCode, reject, type Verdict } from './errors.ts';
 import {
-  isLedgerError,
-  LedgerError,
-  type LedgerErrorCode,
-  reject,
-  type Verdict,
-} from './errors.ts';
-import {
-  addLeaf,
-  appendRecord,
+  applyBatchTx,
   type MemberLookup,
   type Microblock,
   type RecordLookup,
@@ -179,16 +172,7 @@ function failsOnRecordOpening(chain: ChainState, overlay: Overlay, bundle: Bundl
     const key = refKey(tx.block);
     const block = changed.get(key) ?? reads.microblocks.get(tx.block);
     if (block === undefined) return -1;
-    let out: ReturnType<typeof appendRecord>;
-    try {
-      out =
-        tx.type === 'leaf'
-          ? addLeaf(block, tx, chain.genesis.chainId, chain.members)
-          : appendRecord(block, tx, chain.members, isRecordOf);
-    } catch (err) {
-      if (isLedgerError(err)) return -1;
-      throw err;
-    }
+    const out = applyBatchTx(block, tx, chain.genesis.chainId, chain.members, isRecordOf);
     if (!out.ok) {
       const v = out.verdict;
       const forged = tx.type !== 'leaf' && !v.ok && v.error.code === 'BAD_CHAMELEON_OPENING';
