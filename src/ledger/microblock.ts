@@ -11,7 +11,7 @@
  * Every append is also a tx in a pinned batch (the ordinary record): the running hash is rebuilt from
  * the pinned txs in order, so a dropped, reordered or altered tx breaks the opening check.
  */
-import { verifyChameleon } from '../crypto/chameleon.ts';
+
 import { POINT_BYTES } from '../crypto/curve/point.ts';
 import { merkleRoot } from '../crypto/merkle.ts';
 import { decode, encode } from './codec.ts';
@@ -28,6 +28,7 @@ import type {
   RecordTx,
   RegisterTx,
 } from './types.ts';
+import { verifyChameleonCached } from './verify-cache.ts';
 
 export interface MicroblockHeader {
   readonly i: number;
@@ -209,7 +210,7 @@ export function createMicroblock(
   }
   const leaves = [{ institution: tx.home, digest: tx.homeLeafDigest }];
   if (
-    !verifyChameleon(
+    !verifyChameleonCached(
       home.chameleonKey,
       rootContext(tx.idHash),
       leafSetRoot(leaves),
@@ -279,7 +280,7 @@ export function appendRecord(
   }
   const running = nextRunning(leaf.running, tx);
   const ctx = leafContext(block.header.idHash, tx.institution);
-  if (!verifyChameleon(member.chameleonKey, ctx, running, leaf.digest, tx.opening)) {
+  if (!verifyChameleonCached(member.chameleonKey, ctx, running, leaf.digest, tx.opening)) {
     return fail(
       reject(
         'BAD_CHAMELEON_OPENING',
@@ -324,7 +325,7 @@ export function addLeaf(
     },
   ];
   if (
-    !verifyChameleon(
+    !verifyChameleonCached(
       home.chameleonKey,
       rootContext(block.header.idHash),
       leafSetRoot(next),
