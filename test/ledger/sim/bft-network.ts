@@ -6,6 +6,7 @@
  * or unfair values, replay old messages). Decided heights are served to laggards as `commit`
  * inputs, the sync a real node does.
  */
+
 import { utf8 } from '../../../src/crypto/bytes.ts';
 import { deterministicRandom } from '../../../src/crypto/random.ts';
 import { generateSigningKey } from '../../../src/crypto/sign.ts';
@@ -31,6 +32,7 @@ import {
 import type { ConsensusGroup } from '../../../src/ledger/certificate.ts';
 import { OK, reject, type Verdict } from '../../../src/ledger/errors.ts';
 import type { Bytes, Certificate } from '../../../src/ledger/types.ts';
+import { EventQueue } from './event-queue.ts';
 
 export type Behaviour =
   | 'honest'
@@ -138,59 +140,6 @@ type SimEvent =
   | { readonly kind: 'input'; readonly node: number; readonly input: BftInput }
   | { readonly kind: 'replay'; readonly node: number };
 
-interface Queued {
-  readonly at: number;
-  readonly seq: number;
-  readonly event: SimEvent;
-}
-
-/** A binary min-heap on (at, seq): equal times keep their insertion order. */
-class EventQueue {
-  private heap: Queued[] = [];
-  private seq = 0;
-
-  get size(): number {
-    return this.heap.length;
-  }
-
-  push(at: number, event: SimEvent): void {
-    const h = this.heap;
-    h.push({ at, seq: this.seq++, event });
-    let i = h.length - 1;
-    while (i > 0) {
-      const p = (i - 1) >> 1;
-      if (!before(h[i]!, h[p]!)) break;
-      [h[i], h[p]] = [h[p]!, h[i]!];
-      i = p;
-    }
-  }
-
-  pop(): Queued | undefined {
-    const h = this.heap;
-    const top = h[0];
-    const last = h.pop();
-    if (h.length > 0 && last !== undefined) {
-      h[0] = last;
-      let i = 0;
-      for (;;) {
-        const l = 2 * i + 1;
-        const r = l + 1;
-        let m = i;
-        if (l < h.length && before(h[l]!, h[m]!)) m = l;
-        if (r < h.length && before(h[r]!, h[m]!)) m = r;
-        if (m === i) break;
-        [h[i], h[m]] = [h[m]!, h[i]!];
-        i = m;
-      }
-    }
-    return top;
-  }
-}
-
-function before(a: Queued, b: Queued): boolean {
-  return a.at < b.at || (a.at === b.at && a.seq < b.seq);
-}
-
 interface SimNode {
   readonly member: number;
   readonly behaviour: Behaviour;
@@ -254,7 +203,7 @@ export function runSim(config: SimConfig): SimResult {
   });
   const n = nodes.length;
   const crashAt = config.crashAtMs ?? 0;
-  const queue = new EventQueue();
+  const queue = new EventQueue<SimEvent>();
   const verified = new WeakMap<BftMessage, boolean>();
   const evidence: { reporter: number; evidence: Equivocation }[] = [];
   const partOf = new Map<number, number>();

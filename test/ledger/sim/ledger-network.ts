@@ -25,6 +25,7 @@
  * own bundles), 'replay' (re-sends old messages and bundles). Every institution, faulty or not,
  * also authors valid bundles for its own patients.
  */
+
 import { toHex } from '../../../src/crypto/bytes.ts';
 import { deterministicRandom, type RandomBytes } from '../../../src/crypto/random.ts';
 import { makeLeafTx, makeRecordTx, makeRegisterTx } from '../../../src/ledger/author.ts';
@@ -86,6 +87,7 @@ import type {
 } from '../../../src/ledger/types.ts';
 import { makeNetwork, makePatient, type TestInstitution } from '../../helpers/ledger-fixtures.ts';
 import { prng, simBftOpts } from './bft-network.ts';
+import { EventQueue } from './event-queue.ts';
 
 export type LedgerBehaviour = 'honest' | 'equivocate' | 'forge' | 'withhold' | 'selfish' | 'replay';
 export const LEDGER_BYZANTINE: readonly LedgerBehaviour[] = [
@@ -268,56 +270,6 @@ type SimEvent =
   | { readonly kind: 'produce' | 'regossip' | 'replay' | 'forge'; readonly node: number }
   | { readonly kind: 'keyblock' };
 
-interface Queued {
-  readonly at: number;
-  readonly seq: number;
-  readonly event: SimEvent;
-}
-
-/** A binary min-heap on (at, seq). */
-class EventQueue {
-  private readonly heap: Queued[] = [];
-  private seq = 0;
-
-  get size(): number {
-    return this.heap.length;
-  }
-
-  push(at: number, event: SimEvent): void {
-    const h = this.heap;
-    h.push({ at, seq: this.seq++, event });
-    for (let i = h.length - 1; i > 0; ) {
-      const p = (i - 1) >> 1;
-      if (!before(h[i]!, h[p]!)) break;
-      [h[i], h[p]] = [h[p]!, h[i]!];
-      i = p;
-    }
-  }
-
-  pop(): Queued | undefined {
-    const h = this.heap;
-    const top = h[0];
-    const last = h.pop();
-    if (h.length > 0 && last !== undefined) {
-      h[0] = last;
-      for (let i = 0; ; ) {
-        const l = 2 * i + 1;
-        let m = i;
-        if (l < h.length && before(h[l]!, h[m]!)) m = l;
-        if (l + 1 < h.length && before(h[l + 1]!, h[m]!)) m = l + 1;
-        if (m === i) break;
-        [h[i], h[m]] = [h[m]!, h[i]!];
-        i = m;
-      }
-    }
-    return top;
-  }
-}
-
-function before(a: Queued, b: Queued): boolean {
-  return a.at < b.at || (a.at === b.at && a.seq < b.seq);
-}
-
 // ---------------------------------------------------------------------------------------------
 // Nodes
 
@@ -369,7 +321,7 @@ export function runLedgerSim(config: LedgerSimConfig): LedgerSimResult {
   const opts: BftOpts = { ...simBftOpts, ...config.opts };
   const initial = initialReplica(config);
   const group = consensusGroupOf(initial);
-  const queue = new EventQueue();
+  const queue = new EventQueue<SimEvent>();
   const verified = new WeakMap<BftMessage, boolean>();
   const decoded = new WeakMap<
     Bytes,
