@@ -254,9 +254,8 @@ export interface BatchContext extends BatchTxContext {
 export interface BatchEffects {
   /** The patient blocks the batch changed, by refKey, in their new state. */
   readonly microblocks: ReadonlyMap<string, Microblock>;
-  /** Record txs and fees per institution (for reputation and accounts). */
+  /** Record txs per institution (for reputation); fees are settled by fees.ts batchCharges. */
   readonly recordsBy: ReadonlyMap<InstitutionIndex, number>;
-  readonly feesBy: ReadonlyMap<InstitutionIndex, number>;
   readonly txCount: number;
 }
 
@@ -284,7 +283,6 @@ export function validateBatchTxs(
 ): { verdict: Verdict; effects: BatchEffects } {
   const changed = new Map<string, Microblock>();
   const recordsBy = new Map<number, number>();
-  const feesBy = new Map<number, number>();
   const seen = new Set<string>();
   // Medical txs earlier in this batch, as `hash|i/j|institution`, for label targets.
   const batchRecords = new Set<string>();
@@ -294,7 +292,7 @@ export function validateBatchTxs(
   let txCount = 0;
   const done = (verdict: Verdict) => ({
     verdict,
-    effects: { microblocks: changed, recordsBy, feesBy, txCount },
+    effects: { microblocks: changed, recordsBy, txCount },
   });
   if (batch.height !== ctx.height || !equalBytes(batch.prev, ctx.prevHash)) {
     return done(
@@ -353,7 +351,6 @@ export function validateBatchTxs(
       if (tx.type === 'medical') batchRecords.add(`${id}|${key}|${tx.institution}`);
       if (tx.type !== 'leaf')
         recordsBy.set(tx.institution, (recordsBy.get(tx.institution) ?? 0) + 1);
-      feesBy.set(bundle.institution, (feesBy.get(bundle.institution) ?? 0) + tx.fee);
     }
   }
   return done(OK);

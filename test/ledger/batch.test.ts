@@ -14,6 +14,7 @@ import {
   verifyTxInclusion,
 } from '../../src/ledger/batch.ts';
 import { isLedgerError } from '../../src/ledger/errors.ts';
+import { batchCharges } from '../../src/ledger/fees.ts';
 import { createMicroblock, type Microblock, nextRunning } from '../../src/ledger/microblock.ts';
 import { encodeTx, signBundle, txHash, txHashOfEncoding } from '../../src/ledger/tx.ts';
 import type { BatchTx, TxBatch } from '../../src/ledger/types.ts';
@@ -96,7 +97,7 @@ describe('tx batches', () => {
     expect(effects.microblocks.get('1/0')!.leaves[0]!.seq).toBe(1);
     expect(effects.microblocks.get('1/1')!.leaves[0]!.seq).toBe(1);
     expect(effects.recordsBy.get(a.index)).toBe(1);
-    expect(effects.feesBy.get(b.index)).toBe(2);
+    expect(batchCharges(batch)).toContainEqual({ payer: b.index, fee: 2 });
     expect(decodeBatch(encodeBatch(batch))).toEqual(batch);
     expect(batchHash(decodeBatch(encodeBatch(batch)))).toEqual(batchHash(batch));
   });
