@@ -15,7 +15,15 @@ import {
   rootContext,
 } from './microblock.ts';
 import { signGrant, signRegister } from './tx.ts';
-import type { Bytes, InstitutionIndex, LabelTx, LeafTx, MedicalTx, RegisterTx } from './types.ts';
+import type {
+  Bytes,
+  InstitutionIndex,
+  LabelTx,
+  LeafTx,
+  MedicalTx,
+  RecordTx,
+  RegisterTx,
+} from './types.ts';
 
 export interface InstitutionSecrets {
   readonly index: InstitutionIndex;
@@ -126,18 +134,36 @@ export function makeRecordTx(
 const PLACEHOLDER = { r: new Uint8Array(32), s: new Uint8Array(32) };
 
 /**
- * Adds `newcomer`'s leaf: the newcomer supplies its leaf digest, the patient the grant, and the home
- * institution the root opening for the new leaf set.
+ * The patient block as it is once `tx` is appended to its writer's leaf (seq and running hash),
+ * without checking the opening: for an author that continues from its own signed txs before they
+ * are pinned. Validators use appendRecord, which checks everything.
  */
-export function makeLeafTx(opts: {
-  chainId: string;
-  block: Microblock;
-  home: InstitutionSecrets;
-  newcomer: { index: InstitutionIndex; chameleonKey: Bytes };
-  patientSigningSecret: Bytes;
-  fee: number;
-  random?: RandomBytes;
-}): LeafTx {
+export function advanceLeaf(block: Microblock, tx: RecordTx): Microblock {
+  const leaves = block.leaves.map((l) =>
+    l.institution === tx.institution
+      ? { ...l, seq: tx.seq, running: nextRunning(l.running, tx) }
+      : l,
+  );
+  return { ...block, leaves };
+}
+
+/**
+ * Adds `newcomer`'s leaf: the newcomer supplies its leaf digest, the patient the grant, and the home
+ * institution the root opening for the new leaf set. The grant is either signed here with the
+ * patient's secret (tests, the CLI on the patient's machine) or given as the signature the patient
+ * made on their own device (signGrant over grantMessage): the secret never has to leave them. A
+ * wrong grant is not checked here; the ledger rejects the tx (addLeaf, BAD_SIGNATURE).
+ */
+export function makeLeafTx(
+  opts: {
+    chainId: string;
+    block: Microblock;
+    home: InstitutionSecrets;
+    newcomer: { index: InstitutionIndex; chameleonKey: Bytes };
+    fee: number;
+    random?: RandomBytes;
+  } & ({ patientSigningSecret: Bytes } | { grant: Bytes }),
+): LeafTx {
   const random = opts.random ?? systemRandom;
   const { block, newcomer } = opts;
   const idHash = block.header.idHash;
@@ -153,12 +179,16 @@ export function makeLeafTx(opts: {
     leafSetRoot(leaves),
     random,
   );
+  const grant =
+    'grant' in opts
+      ? opts.grant
+      : signGrant(opts.chainId, idHash, newcomer.index, opts.patientSigningSecret, random);
   return {
     type: 'leaf',
     block: { i: block.header.i, j: block.header.j },
     institution: newcomer.index,
     leafDigest,
-    grant: signGrant(opts.chainId, idHash, newcomer.index, opts.patientSigningSecret, random),
+    grant,
     rootOpening,
     fee: opts.fee,
   };

@@ -6,7 +6,7 @@
  * dictionary attack over low-entropy identifiers costs about a tenth of a second per guess.
  */
 import { hmac } from '@noble/hashes/hmac.js';
-import { scrypt } from '@noble/hashes/scrypt.js';
+import { scrypt, scryptAsync } from '@noble/hashes/scrypt.js';
 import { sha256 } from '@noble/hashes/sha2.js';
 import { encode } from './codec.ts';
 import { LedgerError } from './errors.ts';
@@ -30,12 +30,21 @@ export const ID_HASH_COST: IdHashCost = { N: 2 ** 15, r: 8, p: 1 };
 
 const DATE = /^(\d{4})-(\d{2})-(\d{2})$/;
 
-/** Canonical form: NFKC, no whitespace or hyphens in the value, upper case; a real calendar date. */
-export function normaliseIdentity(id: PatientIdentity): PatientIdentity {
+/** An identifier's canonical form: NFKC; a value without whitespace or hyphens, upper case. */
+export function normaliseIdentifier(id: { system: string; value: string }): {
+  system: string;
+  value: string;
+} {
   const system = id.system.normalize('NFKC').trim();
   const value = id.value.normalize('NFKC').replace(/[\s-]/g, '').toUpperCase();
   if (system.length === 0) throw new LedgerError('MALFORMED', 'patient identifier system is empty');
   if (value.length === 0) throw new LedgerError('MALFORMED', 'patient identifier value is empty');
+  return { system, value };
+}
+
+/** Canonical form: the identifier's (normaliseIdentifier), and a real calendar date. */
+export function normaliseIdentity(id: PatientIdentity): PatientIdentity {
+  const { system, value } = normaliseIdentifier(id);
   const m = DATE.exec(id.birthDate.trim());
   const date = m ? new Date(Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3]))) : null;
   if (!m || !date || date.toISOString().slice(0, 10) !== m[0]) {
@@ -44,14 +53,29 @@ export function normaliseIdentity(id: PatientIdentity): PatientIdentity {
   return { system, value, birthDate: m[0] };
 }
 
+function idHashInputs(idHashKey: Uint8Array, identity: PatientIdentity) {
+  if (idHashKey.length !== 32) throw new LedgerError('MALFORMED', 'idHashKey must be 32 bytes');
+  const id = normaliseIdentity(identity);
+  const salt = hmac(sha256, idHashKey, new TextEncoder().encode('spchain/idhash'));
+  const password = encode((w) => w.string(id.system).string(id.value).string(id.birthDate));
+  return { password, salt };
+}
+
 export function computeIdHash(
   idHashKey: Uint8Array,
   identity: PatientIdentity,
   cost: IdHashCost = ID_HASH_COST,
 ): Uint8Array {
-  if (idHashKey.length !== 32) throw new LedgerError('MALFORMED', 'idHashKey must be 32 bytes');
-  const id = normaliseIdentity(identity);
-  const salt = hmac(sha256, idHashKey, new TextEncoder().encode('spchain/idhash'));
-  const password = encode((w) => w.string(id.system).string(id.value).string(id.birthDate));
+  const { password, salt } = idHashInputs(idHashKey, identity);
   return scrypt(password, salt, { ...cost, dkLen: 32 });
+}
+
+/** computeIdHash, yielding to the event loop while scrypt runs (same result). */
+export async function computeIdHashAsync(
+  idHashKey: Uint8Array,
+  identity: PatientIdentity,
+  cost: IdHashCost = ID_HASH_COST,
+): Promise<Uint8Array> {
+  const { password, salt } = idHashInputs(idHashKey, identity);
+  return scryptAsync(password, salt, { ...cost, dkLen: 32 });
 }

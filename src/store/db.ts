@@ -10,6 +10,11 @@ import { SPACES, type SpaceKind } from './keys.ts';
 export type Db = Level<Bytes, Bytes>;
 export type Spaces = ReturnType<typeof openSpaces>;
 export type Op = { type: 'put'; sublevel: Spaces[SpaceKind]; key: Bytes; value: Bytes };
+export type Sublevel = ReturnType<typeof openSublevel>;
+/** A write to any sublevel, for atomic batches that span several stores on one database. */
+export type WriteOp =
+  | { type: 'put'; sublevel: Sublevel; key: Bytes; value: Bytes }
+  | { type: 'del'; sublevel: Sublevel; key: Bytes };
 export type ReadOpts = { snapshot?: ReturnType<Db['snapshot']> };
 
 /** Opens (creating if missing) the database at `path`; failure is OPEN_FAILED with the reason. */
@@ -25,9 +30,13 @@ export async function openDb(path: string): Promise<Db> {
   return db;
 }
 
+/** The sublevel `name` of `db`, keys and values as raw bytes. */
+export function openSublevel(db: Db, name: string) {
+  return db.sublevel<Bytes, Bytes>(name, { keyEncoding: 'view', valueEncoding: 'view' });
+}
+
 export function openSpaces(db: Db) {
-  const space = (name: string) =>
-    db.sublevel<Bytes, Bytes>(name, { keyEncoding: 'view', valueEncoding: 'view' });
+  const space = (name: string) => openSublevel(db, name);
   return {
     keyblock: space(SPACES.keyblock),
     keyblockHash: space(SPACES.keyblockHash),

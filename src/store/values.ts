@@ -41,19 +41,36 @@ function checksum(space: string, key: Bytes, payload: Bytes): Bytes {
 
 /** payload || CRC-32(sublevel name, key, payload): binds the value to its key. */
 export function sealValue(kind: SpaceKind, key: Bytes, payload: Bytes): Bytes {
-  return concatBytes(payload, checksum(SPACES[kind], key, payload));
+  return sealIn(SPACES[kind], key, payload);
+}
+
+/** The seal for a value in any sublevel named `space` (other stores on the same format). */
+export function sealIn(space: string, key: Bytes, payload: Bytes): Bytes {
+  return concatBytes(payload, checksum(space, key, payload));
+}
+
+/** The payload of a value sealed in `space` under `key`, or the reason the seal does not hold. */
+export function openSeal(
+  space: string,
+  key: Bytes,
+  stored: Bytes,
+): { ok: true; payload: Bytes } | { ok: false; problem: string } {
+  if (stored.length < CHECKSUM_BYTES) {
+    return { ok: false, problem: 'value is shorter than its seal' };
+  }
+  const view = new Uint8Array(stored.buffer, stored.byteOffset, stored.byteLength);
+  const payload = view.subarray(0, view.length - CHECKSUM_BYTES);
+  if (!equalBytes(view.subarray(view.length - CHECKSUM_BYTES), checksum(space, key, payload))) {
+    return { ok: false, problem: 'checksum mismatch' };
+  }
+  return { ok: true, payload };
 }
 
 /** Checks the seal and decodes the payload; any failure is CORRUPT naming the kind and key. */
 export function unseal<T>(kind: SpaceKind, key: Bytes, stored: Bytes, f: (payload: Bytes) => T): T {
-  if (stored.length < CHECKSUM_BYTES) throw corrupt(kind, key, 'value is shorter than its seal');
-  const view = new Uint8Array(stored.buffer, stored.byteOffset, stored.byteLength);
-  const payload = view.subarray(0, view.length - CHECKSUM_BYTES);
-  if (
-    !equalBytes(view.subarray(view.length - CHECKSUM_BYTES), checksum(SPACES[kind], key, payload))
-  )
-    throw corrupt(kind, key, 'checksum mismatch');
-  return decodeAs(kind, key, payload, f);
+  const opened = openSeal(SPACES[kind], key, stored);
+  if (!opened.ok) throw corrupt(kind, key, opened.problem);
+  return decodeAs(kind, key, opened.payload, f);
 }
 
 /** Decodes (part of) a stored value; a decoder's error becomes CORRUPT naming the kind and key. */
