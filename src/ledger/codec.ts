@@ -138,7 +138,10 @@ export class Reader {
 
   fixed(size: number, field: string): Uint8Array {
     if (this.remaining < size) this.fail(field, `needs ${size} bytes, ${this.remaining} left`);
-    const out = this.buf.slice(this.offset, this.offset + size);
+    // A copy, always: Buffer#slice (LevelDB and libp2p hand us Buffers) returns a view, and a
+    // decoded field must not alias the bytes it was read from.
+    const out = new Uint8Array(size);
+    out.set(this.buf.subarray(this.offset, this.offset + size));
     this.offset += size;
     return out;
   }

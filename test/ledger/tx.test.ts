@@ -65,6 +65,14 @@ describe('canonical codec', () => {
     expect(() => decode(Uint8Array.of(0x05, 0x00), 'n', (r) => r.varint('n'))).toThrow(/trailing/);
     expect(() => decode(Uint8Array.of(0x85), 'n', (r) => r.varint('n'))).toThrow(/input ended/);
   });
+
+  it('decoded byte fields are copies, also when the input is a Buffer', () => {
+    const source = Buffer.from(encode((w) => w.bytes(Uint8Array.of(1, 2, 3))));
+    const field = decode(source, 'b', (r) => r.bytes('b', 8));
+    field[0] = 9;
+    expect([...source]).toEqual([3, 1, 2, 3]);
+    expect(Object.getPrototypeOf(field)).toBe(Uint8Array.prototype);
+  });
 });
 
 describe('transactions', () => {
