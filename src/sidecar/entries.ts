@@ -11,6 +11,11 @@
  *                                               order (the outbox while state is 'new')
  *   oh  txHash                               -> varint n (the ot key of that tx)
  *   vt  SHA-256(ciphertext)                  -> the vault (src/store/vault.ts)
+ *   gr  idHash || u16be(grantee) || H(id)    -> encodeGrant: a patient's grant held here
+ *                                               (share-grants.ts; H(id) = SHA-256 of Consent.id)
+ *   gx  idHash || H(id)                      -> (Consent.id, grantees): a revoked Consent, for good
+ *   sc  idHash || u16be(holder) || u32be(seq) -> encodeShareItem: a record another institution
+ *                                               shared with this one, verified (share-receiver.ts)
  *
  * Every value is sealed (values.ts sealIn) under its sublevel's name and key.
  */
@@ -27,6 +32,9 @@ export const SIDECAR_SPACES = {
   author: 'au',
   tx: 'ot',
   txByHash: 'oh',
+  grant: 'gr',
+  revocation: 'gx',
+  sharedRecord: 'sc',
 } as const;
 
 export type SidecarSpace = keyof typeof SIDECAR_SPACES;

@@ -25,6 +25,8 @@ export type SidecarErrorCode =
   | 'NODE_BUSY'
   /** The node refused a bundle for a reason retrying will not fix. */
   | 'NODE_REFUSED'
+  /** A grant or revocation that this holder refuses (detail.reason: authz DenyReason). */
+  | 'GRANT_REFUSED'
   /** The sidecar was closed. */
   | 'CLOSED';
 
