@@ -1,14 +1,15 @@
 /**
  * npm run localnet -- --institutions 4 --dir ./data/localnet [--patients 4] [--tx-rate 10] [--reset]
- *                     [--events]
+ *                     [--keyblock-ms 3000] [--chunk 10] [--no-mining] [--events]
  *
  * Makes a local network's files (src/node/localnet.ts: keys, patients registered in keyblock 1,
- * genesis, peers with bindings, one config per institution) unless <dir> already holds one, then
- * starts one node process per institution on 127.0.0.1 (`node src/node/main.ts --config ...`)
- * and prints their pinned heights, throughput and peers once a second, and every warning (with
- * --events: every node's JSON event lines as they come, for scripts and benchmarks). A second
- * run on the same <dir> restarts the same network with its chains (--reset starts afresh).
- * Ctrl-C stops them all.
+ * genesis with a keyblock about every --keyblock-ms and --chunk keyblocks per reputation chunk,
+ * peers with bindings, one config per institution) unless <dir> already holds one, then starts one
+ * node process per institution on 127.0.0.1 (`node src/node/main.ts --config ...`) and prints
+ * their pinned batch and keyblock heights, throughput and peers once a second, each new chunk's
+ * group and reputations, and every warning (with --events: every node's JSON event lines as they
+ * come, for scripts and benchmarks). A second run on the same <dir> restarts the same network with
+ * its chains (--reset starts afresh). Ctrl-C stops them all.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, readdirSync, rmSync } from 'node:fs';
@@ -26,6 +27,9 @@ const { values } = parseArgs({
     dir: { type: 'string', default: './data/localnet' },
     patients: { type: 'string', default: '4' },
     'tx-rate': { type: 'string', default: '10' },
+    'keyblock-ms': { type: 'string', default: '3000' },
+    chunk: { type: 'string', default: '10' },
+    'no-mining': { type: 'boolean', default: false },
     reset: { type: 'boolean', default: false },
     events: { type: 'boolean', default: false },
   },
@@ -47,6 +51,8 @@ const info = (message: string) => (values.events ? console.error(message) : cons
 const institutions = positive('institutions', values.institutions, 64);
 const patients = positive('patients', values.patients, 1000);
 const txRate = positive('tx-rate', values['tx-rate'], 100_000);
+const keyblockMs = positive('keyblock-ms', values['keyblock-ms'], 86_400_000);
+const chunkSize = positive('chunk', values.chunk, 1_000_000);
 const dir = resolve(values.dir);
 
 if (values.reset) rmSync(dir, { recursive: true, force: true });
@@ -70,6 +76,8 @@ if (existsSync(join(dir, 'genesis.json'))) {
     dir,
     patientsPerInstitution: patients,
     load: { txPerSecond: txRate },
+    params: { keyblockIntervalMs: keyblockMs, chunkSize },
+    ...(values['no-mining'] ? { mining: null } : {}),
   });
   configs = [...net.configPaths];
   info(`chain ${net.chainId}: genesis ${net.genesisPath}, peers ${net.peersPath}`);
@@ -77,11 +85,18 @@ if (existsSync(join(dir, 'genesis.json'))) {
 
 interface Status {
   height: number;
+  keyblock: number;
   tps: number;
   peers: number;
   alive: boolean;
 }
-const status: Status[] = configs.map(() => ({ height: 0, tps: 0, peers: 0, alive: true }));
+const status: Status[] = configs.map(() => ({
+  height: 0,
+  keyblock: 0,
+  tps: 0,
+  peers: 0,
+  alive: true,
+}));
 const children: ChildProcess[] = [];
 
 configs.forEach((config, i) => {
@@ -101,6 +116,7 @@ configs.forEach((config, i) => {
     }
     const s = status[i]!;
     if (e.event === 'pinned') s.height = Math.max(s.height, e.height as number);
+    else if (e.event === 'keyblock') s.keyblock = Math.max(s.keyblock, e.height as number);
     else if (e.event === 'stats') {
       s.tps = e.tps as number;
       s.peers = (e.peers as number[]).length;
@@ -108,7 +124,12 @@ configs.forEach((config, i) => {
       return;
     } else if (e.event === 'started') {
       s.height = e.height as number;
+      s.keyblock = e.keyblockHeight as number;
       console.log(`[${i}] started at height ${s.height}, peer ${e.peerId}`);
+    } else if (e.event === 'chunk' && i === 0) {
+      console.log(
+        `chunk ${e.completed} closed: group ${JSON.stringify(e.group)}, R ${JSON.stringify(e.reputations)}`,
+      );
     } else if (['warn', 'fatal', 'synced', 'misbehaviour', 'stopped'].includes(e.event as string)) {
       console.log(`[${i}] ${line}`);
     }
@@ -124,8 +145,9 @@ configs.forEach((config, i) => {
 const ticker = setInterval(() => {
   if (values.events) return;
   const cell = (s: Status) => (s.alive ? String(s.height).padStart(6) : '  down');
+  const kb = (s: Status) => (s.alive ? String(s.keyblock).padStart(4) : 'down');
   console.log(
-    `heights ${status.map(cell).join(' ')} | tps ${status.map((s) => s.tps.toFixed(0).padStart(5)).join(' ')} | peers ${status.map((s) => s.peers).join(' ')}`,
+    `heights ${status.map(cell).join(' ')} | keyblocks ${status.map(kb).join(' ')} | tps ${status.map((s) => s.tps.toFixed(0).padStart(5)).join(' ')} | peers ${status.map((s) => s.peers).join(' ')}`,
   );
 }, 1000);
 

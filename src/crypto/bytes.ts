@@ -20,9 +20,11 @@ export function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
   return diff === 0;
 }
 
+const HEX_BYTES = Array.from({ length: 256 }, (_, b) => b.toString(16).padStart(2, '0'));
+
 export function toHex(bytes: Uint8Array): string {
   let s = '';
-  for (const b of bytes) s += b.toString(16).padStart(2, '0');
+  for (let i = 0; i < bytes.length; i++) s += HEX_BYTES[bytes[i]!]!;
   return s;
 }
 
@@ -42,22 +44,27 @@ export function u32be(n: number): Uint8Array {
   return new Uint8Array([n >>> 24, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff]);
 }
 
+/** Big-endian; via hex, which costs a third of shifting in a byte at a time. */
 export function bytesToBigInt(bytes: Uint8Array): bigint {
-  let n = 0n;
-  for (const b of bytes) n = (n << 8n) | BigInt(b);
-  return n;
+  return bytes.length === 0 ? 0n : BigInt(`0x${toHex(bytes)}`);
 }
 
 export function bigIntToBytes(n: bigint, length: number): Uint8Array {
   if (n < 0n || n >> BigInt(8 * length) !== 0n) {
     throw new CryptoError('INVALID_ARGUMENT', `integer does not fit in ${length} bytes`);
   }
+  // Via hex, as bytesToBigInt: a fraction of the cost of shifting out a byte at a time.
+  const hex = n.toString(16).padStart(2 * length, '0');
   const out = new Uint8Array(length);
-  for (let i = length - 1; i >= 0; i--) {
-    out[i] = Number(n & 0xffn);
-    n >>= 8n;
+  for (let i = 0; i < length; i++) {
+    out[i] = (hexDigit(hex.charCodeAt(2 * i)) << 4) | hexDigit(hex.charCodeAt(2 * i + 1));
   }
   return out;
+}
+
+/** The value of a lowercase hex digit's char code (as bigint.toString(16) writes them). */
+function hexDigit(c: number): number {
+  return c <= 57 ? c - 48 : c - 87;
 }
 
 export function expectBytes(value: unknown, what: string, length?: number): Uint8Array {

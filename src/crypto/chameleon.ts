@@ -82,9 +82,9 @@ function digestOf(
 ): bigint | null {
   const backend = curveBackend();
   const e = challenge(y, ctx, m, r);
-  const sg = backend.mulBase(s);
+  // s and e are public (s is published in the opening), so variable-time arithmetic is safe.
   // e = 0 has probability 2^-256, but the backends refuse a zero multiplier, so handle it.
-  const p = e === 0n ? sg : backend.add([sg, backend.mul(y, encodeScalar(e))]);
+  const p = e === 0n ? backend.mulBase(s) : backend.mulBaseAddPublic(s, y, encodeScalar(e));
   return p === null ? null : mod(bytesToBigInt(r) - pointToScalar(p));
 }
 

@@ -59,7 +59,8 @@ function freshLeafDigest(
 export function makeRegisterTx(opts: {
   chainId: string;
   idHash: Bytes;
-  home: InstitutionSecrets;
+  /** Only public keys: the patient's own device can make the tx from the genesis file. */
+  home: Pick<InstitutionSecrets, 'index' | 'chameleonKey'>;
   patient: PatientKeys;
   fee: number;
   random?: RandomBytes;

@@ -22,7 +22,7 @@ import {
   validateKeyblock,
   ZERO_HASH,
 } from './keyblock.ts';
-import { microblockHash } from './microblock.ts';
+import { createMicroblock, microblockHash } from './microblock.ts';
 import { checkTxStateless, verifyRegisterSignature } from './tx.ts';
 import type { Bytes, Genesis, Keyblock } from './types.ts';
 
@@ -114,7 +114,26 @@ function lastMicroblockOf(kb: Keyblock, parent: KeyblockNode): Bytes {
   });
 }
 
-/** Register txs: patient signature, fee, home member, and no patient registered twice. */
+/**
+ * The patients (idHash, hex) registered on the branch from `from` up to, not including, the pinned
+ * keyblock: registered for a child of `from`, though not yet in the pinned lookup.
+ */
+export function branchRegistrations(tree: KeyblockTree, from: KeyblockNode): Set<string> {
+  const seen = new Set<string>();
+  for (
+    let n: KeyblockNode | undefined = from;
+    n && n.id !== tree.pinned;
+    n = n.parent ? tree.nodes.get(n.parent) : undefined
+  ) {
+    for (const tx of n.keyblock?.registers ?? []) seen.add(toHex(tx.idHash));
+  }
+  return seen;
+}
+
+/**
+ * Register txs: patient signature, fee, home member, the home's root opening (the patient block
+ * the tx creates), and no patient registered twice.
+ */
 export function checkRegisters(
   tree: KeyblockTree,
   kb: Keyblock,
@@ -122,16 +141,9 @@ export function checkRegisters(
   isRegistered: RegisteredLookup,
 ): Verdict {
   const { genesis } = tree;
-  const seen = new Set<string>();
-  // Patients registered on this branch above the pinned keyblock (not yet in the lookup).
-  for (
-    let n: KeyblockNode | undefined = parent;
-    n && n.id !== tree.pinned;
-    n = n.parent ? tree.nodes.get(n.parent) : undefined
-  ) {
-    for (const tx of n.keyblock?.registers ?? []) seen.add(toHex(tx.idHash));
-  }
-  for (const tx of kb.registers) {
+  const seen = branchRegistrations(tree, parent);
+  const members = (i: number) => genesis.members.find((m) => m.index === i);
+  for (const [j, tx] of kb.registers.entries()) {
     const fee = checkTxStateless(tx, genesis.params.minFee);
     if (!fee.ok) return fee;
     if (!genesis.members.some((m) => m.index === tx.home)) {
@@ -147,6 +159,8 @@ export function checkRegisters(
     if (!verifyRegisterSignature(genesis.chainId, tx)) {
       return reject('BAD_SIGNATURE', 'register tx is not signed by the patient');
     }
+    const made = createMicroblock(tx, { i: kb.height, j }, members);
+    if (!made.ok) return made.verdict;
   }
   return OK;
 }
@@ -204,9 +218,15 @@ export function addKeyblock(
     if (isLedgerError(err)) return fail({ ok: false, error: err });
     throw err;
   }
-  const added: KeyblockNode = {
-    hash: keyblockHash(kb),
-    id,
+  const nodes = new Map(tree.nodes).set(id, childNode(parent, kb));
+  return { tree: { ...tree, nodes, head: bestTip(tree, nodes, pinned) }, verdict: OK };
+}
+
+function childNode(parent: KeyblockNode, kb: Keyblock): KeyblockNode {
+  const hash = keyblockHash(kb);
+  return {
+    hash,
+    id: toHex(hash),
     parent: parent.id,
     height: kb.height,
     time: kb.time,
@@ -215,8 +235,24 @@ export function addKeyblock(
     lastMicroblock: lastMicroblockOf(kb, parent),
     keyblock: kb,
   };
-  const nodes = new Map(tree.nodes).set(id, added);
-  return { tree: { ...tree, nodes, head: bestTip(tree, nodes, pinned) }, verdict: OK };
+}
+
+/**
+ * Adds and pins the next keyblock of the pinned chain WITHOUT validating it: for a node replaying
+ * its own store, whose keyblocks were validated and certified when they were pinned. The keyblock
+ * must name the pinned keyblock as its parent (else WRONG_PARENT is thrown: the store is damaged).
+ */
+export function adoptPinned(tree: KeyblockTree, kb: Keyblock): KeyblockTree {
+  const pinned = node(tree, tree.pinned);
+  if (toHex(kb.prev) !== pinned.id || kb.height !== pinned.height + 1) {
+    throw new LedgerError(
+      'WRONG_PARENT',
+      `keyblock ${kb.height} does not extend pinned keyblock ${pinned.height}`,
+    );
+  }
+  const child = childNode(pinned, kb);
+  const nodes = new Map(tree.nodes).set(child.id, child);
+  return pinKeyblock({ ...tree, nodes }, child.id).tree;
 }
 
 /**

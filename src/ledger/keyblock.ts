@@ -43,7 +43,11 @@ export function keyblockHash(kb: KeyblockHeader): Bytes {
   return ledgerHash('keyblock', encodeKeyblockHeader(kb));
 }
 
-/** The genesis keyblock hash, parent of height 1: binds the chain id, members and parameters. */
+/**
+ * The genesis keyblock hash, parent of height 1: binds the chain id, members and parameters, and
+ * the members' opening credits when the genesis lists them (in member order, after a marker, so a
+ * genesis without credits hashes as it always did).
+ */
 export function genesisHash(genesis: Genesis): Bytes {
   return ledgerHash(
     'genesis',
@@ -58,8 +62,17 @@ export function genesisHash(genesis: Genesis): Bytes {
           .fixed(m.preKey, 33, 'preKey'),
       );
       writeParams(w, genesis.params);
+      if (genesis.credits !== undefined) {
+        const credits = [...genesis.credits].sort((a, b) => a[0] - b[0]);
+        w.u8(1).list(credits, (ww, [member, amount]) => ww.varint(member).varint(amount));
+      }
     }),
   );
+}
+
+/** id(v) of keyblock consensus: the keyblock's own hash, so a certificate signs G(KB). */
+export function keyblockValueHash(value: Bytes): Bytes {
+  return keyblockHash(decodeKeyblock(value));
 }
 
 function writeParams(w: Writer, p: ChainParams): void {

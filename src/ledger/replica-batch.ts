@@ -4,7 +4,6 @@
  * proposed or certified batch against the pinned state, the fairness check, and id(v) for batch
  * consensus.
  */
-import { toHex } from '../crypto/bytes.ts';
 import {
   type BatchContext,
   type BatchEffects,
@@ -37,8 +36,9 @@ import {
 import { consensusGroupAt, hasPinnedEvidence, type ReputationState } from './replica-reputation.ts';
 import { EMPTY_OVERLAY, type LedgerView } from './replica-view.ts';
 import type { InstitutionReputation } from './reputation.ts';
-import { txHash } from './tx.ts';
+import { txHashHex } from './tx.ts';
 import type { Bundle, Bytes, Evidence, InstitutionIndex, TxBatch } from './types.ts';
+import { internBundle } from './verify-cache.ts';
 
 export { batchValueHash } from './batch.ts';
 
@@ -171,6 +171,9 @@ function uncheckedBatch(state: PinnedState, bytes: Bytes): CheckedBatch {
     if (!isLedgerError(err)) throw err;
     return fail({ ok: false, error: err }, null);
   }
+  // Bundles that are the same data as ones seen before (held, or in an earlier proposal) are
+  // judged as those objects, whose hashes and signature checks are remembered (verify-cache.ts).
+  batch = { ...batch, bundles: batch.bundles.map(internBundle) };
   if (batch.keyblockHeight < chain.anchor) {
     return fail(reject('WRONG_HEIGHT', `batch anchored below keyblock ${chain.anchor}`), batch);
   }
@@ -182,7 +185,7 @@ function uncheckedBatch(state: PinnedState, bytes: Bytes): CheckedBatch {
   if (!verdict.ok) return fail(verdict, batch);
   const charges = checkCharges(chain.accounts, batchCharges(batch), chain.genesis.params);
   if (!charges.ok) return fail(charges, batch);
-  const txIds = batch.bundles.flatMap((b) => b.txs.map((tx) => toHex(txHash(tx))));
+  const txIds = batch.bundles.flatMap((b) => b.txs.map(txHashHex));
   return { verdict: OK, batch, effects, txIds };
 }
 

@@ -37,6 +37,7 @@ import {
   verifyBatchEquivocation,
 } from './replica-batch.ts';
 import {
+  ALREADY_HELD,
   admitBundle,
   type Blame,
   bundlesWrite,
@@ -265,18 +266,18 @@ const SIGNER_FAULTS: ReadonlySet<LedgerErrorCode> = new Set([
  * is full. A correctly signed bundle that breaks a rule only its signer can break (a fee below the
  * minimum, another institution's tx, a forged chameleon opening) proves the signer's misbehaviour.
  */
-export function receiveBundle(replica: Replica, bundle: Bundle, now: number): ReplicaUpdate {
+export function receiveBundle(replica: Replica, received: Bundle, now: number): ReplicaUpdate {
   const c = replica.chain;
-  const member = c.members(bundle.institution);
+  const member = c.members(received.institution);
   if (member === undefined) {
     return update(
       replica,
-      reject('UNKNOWN_INSTITUTION', `bundle of unknown ${bundle.institution}`),
+      reject('UNKNOWN_INSTITUTION', `bundle of unknown ${received.institution}`),
     );
   }
   let entry: MempoolEntry;
   try {
-    entry = makeEntry(bundle, now);
+    entry = makeEntry(received, now);
   } catch (err) {
     // A typed Bundle that does not encode (the wire decoder never yields one).
     return update(
@@ -284,8 +285,10 @@ export function receiveBundle(replica: Replica, bundle: Bundle, now: number): Re
       reject('MALFORMED', `bundle does not encode: ${(err as Error).message}`),
     );
   }
+  // The same data as `received`, but the object seen first: its checks are remembered.
+  const { bundle } = entry;
   if (replica.mempool.ids.has(entry.id)) {
-    return update(replica, reject('REPLAYED_TX', 'bundle already held'));
+    return update(replica, ALREADY_HELD);
   }
   if (entry.txIds.some((id) => c.ledger.isPinnedTx(id))) {
     return update(replica, reject('REPLAYED_TX', 'bundle carries a pinned tx'));

@@ -6,6 +6,7 @@
  * its own: the writing institution signs the bundle that carries it (one signature per bundle over
  * the Merkle root of its tx hashes). A medical tx is about 105 bytes.
  */
+import { equalBytes, toHex } from '../crypto/bytes.ts';
 import { decodeOpening, encodeOpening } from '../crypto/chameleon.ts';
 import { decodePoint } from '../crypto/curve/point.ts';
 import { MerkleTree, merkleRoot } from '../crypto/merkle.ts';
@@ -177,9 +178,28 @@ export function decodeTx(bytes: Bytes): Tx {
   return decode(bytes, 'tx', readTx);
 }
 
-/** The tx's identity: H('tx', encoding). Signatures are outside record txs, so it is not malleable. */
+const txHashes = new WeakMap<Tx, { hash: Bytes; hex: string | null }>();
+
+/**
+ * The tx's identity: H('tx', encoding). Signatures are outside record txs, so it is not malleable.
+ * Memoised by tx object (a tx is hashed at mempool entry, in its bundle's signature check, in every
+ * batch validation and commitment): callers must not mutate a tx, or the hash, once passed in.
+ */
 export function txHash(tx: Tx): Bytes {
-  return txHashOfEncoding(encodeTx(tx));
+  let memo = txHashes.get(tx);
+  if (memo === undefined) {
+    memo = { hash: txHashOfEncoding(encodeTx(tx)), hex: null };
+    txHashes.set(tx, memo);
+  }
+  return memo.hash;
+}
+
+/** txHash as lowercase hex (memoised like txHash). */
+export function txHashHex(tx: Tx): string {
+  txHash(tx);
+  const memo = txHashes.get(tx)!;
+  memo.hex ??= toHex(memo.hash);
+  return memo.hex;
 }
 
 /** txHash from the tx's canonical encoding (e.g. its bytes inside a stored batch), unchecked. */
@@ -264,13 +284,29 @@ export function signBundle(
   };
 }
 
+const bundleChecks = new WeakMap<Bundle, { chainId: string; key: Bytes; ok: boolean }>();
+
+/**
+ * Whether `signingKey` signed the bundle on chain `chainId`. Memoised by bundle object for the last
+ * (chain, key) it was checked under: a held bundle is checked at mempool entry and again whenever
+ * the mempool is re-judged or a proposal carrying it is validated. Callers must not mutate a bundle
+ * once passed in.
+ */
 export function verifyBundleSignature(chainId: string, bundle: Bundle, signingKey: Bytes): boolean {
-  return verify(
+  const memo = bundleChecks.get(bundle);
+  if (memo !== undefined && memo.chainId === chainId && equalBytes(memo.key, signingKey)) {
+    return memo.ok;
+  }
+  const ok = verify(
     signingKey,
     SIGNING_DOMAINS.bundle,
     bundleMessage(chainId, bundle.institution, bundle.txs),
     bundle.signature,
   );
+  if (signingKey instanceof Uint8Array) {
+    bundleChecks.set(bundle, { chainId, key: signingKey.slice(), ok });
+  }
+  return ok;
 }
 
 export function writeBundle(w: Writer, bundle: Bundle): void {

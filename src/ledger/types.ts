@@ -55,6 +55,11 @@ export interface Genesis {
   readonly time: number;
   readonly members: readonly Member[];
   readonly params: ChainParams;
+  /**
+   * Fee units each member starts with (members not listed start at 0). When given, genesisHash
+   * covers them, so keyblock 1 (and every certificate after it) binds the opening balances.
+   */
+  readonly credits?: ReadonlyMap<InstitutionIndex, number>;
 }
 
 /** A patient block's address: the j-th register tx of keyblock i (paper: O(1) retrieval). */

@@ -15,7 +15,9 @@
  *     "replica": { "fairnessGraceMs", "maxBundlesPerInstitution", "maxBundlesTotal" },  optional
  *     "p2p": { "redialMinMs", "redialMaxMs", "requestTimeoutMs" },                       optional
  *     "load": { ...LoadOpts },                 optional: sign record txs at this rate
- *     "statsIntervalMs": 1000 }                optional
+ *     "mining": { ...MiningOpts },             optional: keyblock mining (miner.ts)
+ *     "statsIntervalMs": 1000,                 optional
+ *     "faults": { ...FaultOpts } }             fault tests only: refused unless SPCHAIN_TEST_FAULTS=1
  */
 import { readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
@@ -33,10 +35,12 @@ import {
 } from '../p2p/index.ts';
 import { type ConsensusOpts, defaultConsensusOpts } from './consensus.ts';
 import { NodeError } from './errors.ts';
+import { type FaultOpts, readFaultOpts } from './faults.ts';
 import { FieldReader, type JsonObject } from './fields.ts';
 import { type GenesisFile, parseGenesisFile } from './genesis-file.ts';
 import { type InstitutionKeys, openInstitutionKeys } from './keys.ts';
 import { defaultLoadOpts, type LoadOpts } from './load.ts';
+import { defaultMiningOpts, type MiningOpts } from './miner.ts';
 import { defaultSyncOpts, type SyncOpts } from './sync.ts';
 
 export interface NodeConfig {
@@ -54,7 +58,10 @@ export interface NodeConfig {
   readonly p2p: Partial<P2pLimits>;
   /** null: this node signs no load of its own. */
   readonly load: LoadOpts | null;
+  readonly mining: MiningOpts;
   readonly statsIntervalMs: number;
+  /** Deliberate misbehaviour for the fault tests (faults.ts); null in every real deployment. */
+  readonly faults: FaultOpts | null;
 }
 
 const FIELDS = ['index', 'genesisFile', 'peersFile', 'keyFile', 'dataDir', 'listen'];
@@ -66,7 +73,9 @@ const OPTIONAL = [
   'replica',
   'p2p',
   'load',
+  'mining',
   'statsIntervalMs',
+  'faults',
 ];
 const P2P_FIELDS = ['redialMinMs', 'redialMaxMs', 'requestTimeoutMs'] as const;
 
@@ -213,7 +222,9 @@ export async function readNodeConfig(
       o.load === undefined
         ? null
         : readOverrides(f, o.load, 'load', defaultLoadOpts, (k) => (k === 'labelEvery' ? 0 : 1)),
+    mining: readOverrides(f, o.mining, 'mining', defaultMiningOpts),
     statsIntervalMs:
       o.statsIntervalMs === undefined ? 1000 : f.int(o.statsIntervalMs, 'statsIntervalMs', 100),
+    faults: readFaultOpts(f, o.faults, env),
   };
 }

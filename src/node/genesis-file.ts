@@ -6,14 +6,16 @@
  * genesis ceremony, so every node pins it on first start after checking it like any other keyblock.
  *
  * JSON, one object:
- *   { "format": "spchain-genesis", "version": 1, "chainId", "idHashKey": hex32, "time": ms,
+ *   { "format": "spchain-genesis", "version": 2, "chainId", "idHashKey": hex32, "time": ms,
  *     "members": [{ "index", "name", "signingKey": hex33, "chameleonKey": hex33, "preKey": hex33 }],
  *     "params": { ...ChainParams, "initialTarget": "0x..." },
  *     "credits": [{ "member", "amount" }],
  *     "keyblock": hex (encodeKeyblock), "certificate": hex (encodeCertificate) }
  *
- * The credits are not covered by genesisHash (the ledger's Genesis has no field for them): every
- * node must read the same file, which the operators compare by its SHA-256 (`genesisFileDigest`).
+ * Version 2 puts the credits into the ledger's Genesis, so genesisHash covers them: keyblock 1
+ * extends that hash and the genesis group certifies keyblock 1, so a file with other credits does
+ * not verify. A version 1 file (credits not covered) still loads as it always did; every node must
+ * then read the same file, which the operators compare by its SHA-256 (`genesisFileDigest`).
  */
 import { sha256 } from '@noble/hashes/sha2.js';
 import { toHex, utf8 } from '../crypto/bytes.ts';
@@ -35,13 +37,18 @@ import { NodeError } from './errors.ts';
 import { FieldReader } from './fields.ts';
 
 export const GENESIS_FORMAT = 'spchain-genesis';
-export const GENESIS_VERSION = 1;
+export const GENESIS_VERSION = 2;
+/** Versions this node reads: 1 (credits outside genesisHash) and 2. */
+const READABLE_VERSIONS: readonly unknown[] = [1, 2];
 /** Members a genesis file may list (institution indices are varints below 0xffff on the wire). */
 export const MAX_MEMBERS = 1024;
 
 export interface GenesisFile {
   readonly genesis: Genesis;
-  /** Fee units each member starts with (members not listed start at 0). */
+  /**
+   * Fee units each member starts with (members not listed start at 0); from version 2 on, the
+   * same as `genesis.credits`.
+   */
   readonly credits: ReadonlyMap<InstitutionIndex, number>;
   /** Keyblock 1: the patients registered at genesis. */
   readonly keyblock: Keyblock;
@@ -124,15 +131,10 @@ export function parseGenesisFile(text: string, source: string): GenesisFile {
     'certificate',
   ]);
   if (o.format !== GENESIS_FORMAT) f.fail('format', `must be "${GENESIS_FORMAT}"`);
-  if (o.version !== GENESIS_VERSION) f.fail('version', `must be ${GENESIS_VERSION}`);
+  if (!READABLE_VERSIONS.includes(o.version)) {
+    f.fail('version', `must be ${READABLE_VERSIONS.join(' or ')}`);
+  }
   const members = f.array(o.members, 'members', 1, MAX_MEMBERS).map((m, i) => readMember(f, m, i));
-  const genesis: Genesis = {
-    chainId: f.string(o.chainId, 'chainId', CHAIN_ID, 'letters, digits and ._:- (1-64)'),
-    idHashKey: f.hex(o.idHashKey, 'idHashKey', 32),
-    time: f.int(o.time, 'time', 0),
-    members,
-    params: readParams(f, o.params, members.length),
-  };
   const credits = new Map<InstitutionIndex, number>();
   f.array(o.credits, 'credits', 0, members.length).forEach((c, i) => {
     const field = `credits[${i}]`;
@@ -141,6 +143,14 @@ export function parseGenesisFile(text: string, source: string): GenesisFile {
     if (credits.has(member)) f.fail(`${field}.member`, `lists member ${member} twice`);
     credits.set(member, f.int(e.amount, `${field}.amount`, 0));
   });
+  const genesis: Genesis = {
+    chainId: f.string(o.chainId, 'chainId', CHAIN_ID, 'letters, digits and ._:- (1-64)'),
+    idHashKey: f.hex(o.idHashKey, 'idHashKey', 32),
+    time: f.int(o.time, 'time', 0),
+    members,
+    params: readParams(f, o.params, members.length),
+    ...(o.version === 1 ? {} : { credits }),
+  };
   let keyblock: Keyblock;
   let certificate: Certificate;
   try {
@@ -162,7 +172,7 @@ export function formatGenesisFile(file: GenesisFile): string {
   const p = genesis.params;
   const json = {
     format: GENESIS_FORMAT,
-    version: GENESIS_VERSION,
+    version: genesis.credits === undefined ? 1 : GENESIS_VERSION,
     chainId: genesis.chainId,
     idHashKey: toHex(genesis.idHashKey),
     time: genesis.time,

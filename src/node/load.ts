@@ -9,19 +9,21 @@
  * next one would open the leaf wrongly, which validators treat as forgery. So after a restart the
  * author continues from its own last signed tx, not from the pinned state.
  *
+ * The author reads the pinned chain through a narrow port (AuthorView: is a tx pinned, what is a
+ * patient block's pinned state; a Replica is one), so it can run where the replica is not:
+ * load-worker.ts runs it on a worker thread, off the node's event loop.
+ *
  * No patient data here: pointers are random 32-byte addresses, patients are (i, j) block refs.
  */
 import { type FileHandle, open, readFile, rename } from 'node:fs/promises';
 import { join } from 'node:path';
-import { toHex } from '../crypto/bytes.ts';
 import type { RandomBytes } from '../crypto/random.ts';
-import { makeRecordTx } from '../ledger/author.ts';
+import { advanceLeaf, type InstitutionSecrets, makeRecordTx } from '../ledger/author.ts';
 import { refKey } from '../ledger/batch.ts';
-import { type Microblock, nextRunning } from '../ledger/microblock.ts';
-import type { Replica } from '../ledger/replica.ts';
-import { decodeBundle, encodeBundle, signBundle, txHash } from '../ledger/tx.ts';
+import type { Microblock } from '../ledger/microblock.ts';
+import type { LedgerReads } from '../ledger/replica-view.ts';
+import { decodeBundle, encodeBundle, signBundle, txHash, txHashHex } from '../ledger/tx.ts';
 import type { BlockRef, Bundle, MedicalTx, RecordTx } from '../ledger/types.ts';
-import type { InstitutionKeys } from './keys.ts';
 
 export interface LoadOpts {
   /** Record txs per second this institution signs. */
@@ -87,10 +89,19 @@ export class Outbox {
     return this.count;
   }
 
-  async append(bundle: Bundle): Promise<void> {
-    await this.file.write(frame(bundle));
+  /** Appends the bundles and flushes them to disk (one write and one flush for all of them). */
+  async append(...bundles: Bundle[]): Promise<void> {
+    if (bundles.length === 0) return;
+    const frames = bundles.map(frame);
+    const out = new Uint8Array(frames.reduce((n, f) => n + f.length, 0));
+    let at = 0;
+    for (const f of frames) {
+      out.set(f, at);
+      at += f.length;
+    }
+    await this.file.write(out);
     await this.file.datasync();
-    this.count++;
+    this.count += bundles.length;
   }
 
   /** Replaces the file with `bundles` (the ones not pinned yet): keeps the outbox bounded. */
@@ -129,14 +140,14 @@ interface PendingTx {
   readonly after: Microblock;
 }
 
-/** The patient block with `tx` appended to its writer's leaf (what the chain will hold). */
-function advance(block: Microblock, tx: RecordTx): Microblock {
-  const leaves = block.leaves.map((l) =>
-    l.institution === tx.institution
-      ? { ...l, seq: tx.seq, running: nextRunning(l.running, tx) }
-      : l,
-  );
-  return { ...block, leaves };
+/** What the author reads of the pinned chain (a Replica is one). */
+export interface AuthorView {
+  readonly chain: { readonly ledger: Pick<LedgerReads, 'isPinnedTx' | 'microblocks'> };
+}
+
+/** The keys an author signs with. */
+export interface AuthorKeys extends InstitutionSecrets {
+  readonly signingSecret: Uint8Array;
 }
 
 /**
@@ -144,7 +155,7 @@ function advance(block: Microblock, tx: RecordTx): Microblock {
  * tx extends the last of them (or the pinned block when there is none).
  */
 export class Author {
-  private readonly keys: InstitutionKeys;
+  private readonly keys: AuthorKeys;
   private readonly chainId: string;
   private readonly patients: readonly BlockRef[];
   private readonly fee: number;
@@ -156,7 +167,7 @@ export class Author {
   resets = 0;
 
   constructor(opts: {
-    keys: InstitutionKeys;
+    keys: AuthorKeys;
     chainId: string;
     patients: readonly BlockRef[];
     fee: number;
@@ -170,21 +181,20 @@ export class Author {
   }
 
   /** Takes back the txs of bundles signed before a restart; returns the bundles not pinned yet. */
-  restore(bundles: readonly Bundle[], replica: Replica): Bundle[] {
-    const ledger = replica.chain.ledger;
+  restore(bundles: readonly Bundle[], view: AuthorView): Bundle[] {
     const unpinned: Bundle[] = [];
     for (const bundle of bundles) {
       if (bundle.institution !== this.keys.index) continue;
       let open = false;
       for (const tx of bundle.txs) {
         if (tx.type === 'leaf') continue;
-        const id = toHex(txHash(tx));
-        if (ledger.isPinnedTx(id)) continue;
+        const id = txHashHex(tx);
+        if (view.chain.ledger.isPinnedTx(id)) continue;
         open = true;
         const list = this.pending.get(refKey(tx.block)) ?? [];
-        const base = list.at(-1)?.after ?? this.base(tx.block, replica);
+        const base = list.at(-1)?.after ?? this.base(tx.block, view);
         if (base === undefined) continue;
-        list.push({ tx, id, after: advance(base, tx) });
+        list.push({ tx, id, after: advanceLeaf(base, tx) });
         this.pending.set(refKey(tx.block), list);
       }
       if (open) unpinned.push(bundle);
@@ -192,27 +202,34 @@ export class Author {
     return unpinned;
   }
 
+  /** The hex hashes of the pending txs (signed and not seen pinned yet). */
+  pendingIds(): Set<string> {
+    const ids = new Set<string>();
+    for (const list of this.pending.values()) for (const p of list) ids.add(p.id);
+    return ids;
+  }
+
   /** Pending txs, after dropping the pinned ones. */
-  pendingCount(replica: Replica): number {
+  pendingCount(view: AuthorView): number {
     let n = 0;
-    for (const ref of this.patients) n += this.prune(ref, replica).length;
+    for (const ref of this.patients) n += this.prune(ref, view).length;
     return n;
   }
 
   /** Signs the next bundle: txsPerBundle medical txs round the patients, sometimes a label. */
-  makeBundle(replica: Replica, opts: LoadOpts): Bundle | null {
+  makeBundle(view: AuthorView, opts: LoadOpts): Bundle | null {
     if (this.patients.length === 0) return null;
     const txs: RecordTx[] = [];
     for (let k = 0; k < opts.txsPerBundle; k++) {
       const ref = this.patients[this.turn++ % this.patients.length]!;
-      const tx = this.append(ref, replica, { type: 'medical', pointer: this.random(32) });
+      const tx = this.append(ref, view, { type: 'medical', pointer: this.random(32) });
       if (tx !== null) txs.push(tx);
     }
     this.made++;
     const first = txs[0] as MedicalTx | undefined;
     if (first !== undefined && opts.labelEvery > 0 && this.made % opts.labelEvery === 0) {
       const fields = { type: 'label' as const, pointer: this.random(32), target: txHash(first) };
-      const label = this.append(first.block, replica, fields);
+      const label = this.append(first.block, view, fields);
       if (label !== null) txs.push(label);
     }
     if (txs.length === 0) return null;
@@ -221,20 +238,20 @@ export class Author {
 
   private append(
     ref: BlockRef,
-    replica: Replica,
+    view: AuthorView,
     fields: Parameters<typeof makeRecordTx>[2],
   ): RecordTx | null {
-    const list = this.prune(ref, replica);
-    const base = list.at(-1)?.after ?? this.base(ref, replica);
+    const list = this.prune(ref, view);
+    const base = list.at(-1)?.after ?? this.base(ref, view);
     if (base === undefined) return null;
     const tx = makeRecordTx(base, this.keys, fields, this.fee, this.random);
-    list.push({ tx, id: toHex(txHash(tx)), after: advance(base, tx) });
+    list.push({ tx, id: txHashHex(tx), after: advanceLeaf(base, tx) });
     this.pending.set(refKey(ref), list);
     return tx;
   }
 
-  private base(ref: BlockRef, replica: Replica): Microblock | undefined {
-    const block = replica.chain.ledger.microblocks.get(ref);
+  private base(ref: BlockRef, view: AuthorView): Microblock | undefined {
+    const block = view.chain.ledger.microblocks.get(ref);
     const leaf = block?.leaves.find((l) => l.institution === this.keys.index);
     return leaf === undefined ? undefined : block;
   }
@@ -244,16 +261,15 @@ export class Author {
    * that is not pinned, the chain of pending txs can never be pinned (it was built on something
    * else): it is dropped and authoring restarts from the pinned block.
    */
-  private prune(ref: BlockRef, replica: Replica): PendingTx[] {
+  private prune(ref: BlockRef, view: AuthorView): PendingTx[] {
     const key = refKey(ref);
-    const ledger = replica.chain.ledger;
     let list = this.pending.get(key) ?? [];
     let cut = 0;
-    while (cut < list.length && ledger.isPinnedTx(list[cut]!.id)) cut++;
+    while (cut < list.length && view.chain.ledger.isPinnedTx(list[cut]!.id)) cut++;
     if (cut > 0) list = list.slice(cut);
     const first = list[0];
     if (first !== undefined) {
-      const pinned = this.base(ref, replica)?.leaves.find((l) => l.institution === this.keys.index);
+      const pinned = this.base(ref, view)?.leaves.find((l) => l.institution === this.keys.index);
       if (pinned !== undefined && pinned.seq >= first.tx.seq) {
         list = [];
         this.resets++;

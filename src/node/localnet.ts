@@ -6,6 +6,10 @@
  * peer binding on 127.0.0.1, and one config per institution. The patients' own keys are made and
  * dropped: a local network needs their registrations, not their secrets.
  *
+ * Keyblocks on loopback: every institution mines at mining.hashesPerSecond (miner.ts), so the
+ * initial target is set for a keyblock about every keyblockIntervalMs from all of them together
+ * (localnetTarget), and the reputation chunk is short, so a run of a minute sees chunks close.
+ *
  *   <dir>/genesis.json  <dir>/peers.json  <dir>/inst-<i>/{config.json, institution.key.json,
  *   passphrase, data/}
  */
@@ -21,7 +25,7 @@ import { generateSecretKey, publicKeyOf } from '../crypto/umbral/index.ts';
 import { makeRegisterTx } from '../ledger/author.ts';
 import { makeCertificate, signVote } from '../ledger/certificate.ts';
 import { computeIdHash } from '../ledger/idhash.ts';
-import { keyblockHash } from '../ledger/keyblock.ts';
+import { keyblockHash, MAX_TARGET } from '../ledger/keyblock.ts';
 import { createKeyblockTree, mineKeyblock } from '../ledger/keyblock-tree.ts';
 import type { ChainParams, Genesis, RegisterTx } from '../ledger/types.ts';
 import { makePeerBinding, peerIdFromSeed, peersToJson } from '../p2p/index.ts';
@@ -29,6 +33,7 @@ import type { ConsensusOpts } from './consensus.ts';
 import { formatGenesisFile, type GenesisFile } from './genesis-file.ts';
 import { type InstitutionKeys, sealInstitutionKeys } from './keys.ts';
 import { defaultLoadOpts, type LoadOpts } from './load.ts';
+import { defaultMiningOpts, type MiningOpts } from './miner.ts';
 import type { SyncOpts } from './sync.ts';
 
 export interface LocalnetOpts {
@@ -41,6 +46,9 @@ export interface LocalnetOpts {
   readonly load?: Partial<LoadOpts> | null;
   readonly consensus?: Partial<ConsensusOpts>;
   readonly sync?: Partial<SyncOpts>;
+  /** Keyblock mining at each node; null: nobody mines (keyblock 1 only). Default localnetMining. */
+  readonly mining?: Partial<MiningOpts> | null;
+  /** Chain parameters; the initial target defaults to localnetTarget for the mining rate. */
   readonly params?: Partial<ChainParams>;
   /** Key file scrypt cost; default N = 2^14 (a local network's keys are throwaway). */
   readonly kdf?: ScryptCost;
@@ -68,12 +76,29 @@ export const localnetConsensus: Partial<ConsensusOpts> = {
   idleBatchIntervalMs: 1000,
 };
 
+/** Mining on one host: a few per cent of a core per institution. */
+export const localnetMining: MiningOpts = { ...defaultMiningOpts, hashesPerSecond: 2000 };
+
+/**
+ * The PoW target for one keyblock every `intervalMs` from `miners` institutions mining at
+ * `hashesPerSecond` each: a hash is below the target with probability target / 2^256.
+ */
+export function localnetTarget(
+  miners: number,
+  hashesPerSecond: number,
+  intervalMs: number,
+): bigint {
+  const hashes = BigInt(Math.max(1, Math.round((miners * hashesPerSecond * intervalMs) / 1000)));
+  return MAX_TARGET / hashes;
+}
+
 export const localnetParams: ChainParams = {
-  keyblockIntervalMs: 600_000,
-  initialTarget: 2n ** 248n,
+  keyblockIntervalMs: 3000,
+  // For 4 institutions at localnetMining's rate; createLocalnet sets it for the network's size.
+  initialTarget: localnetTarget(4, localnetMining.hashesPerSecond, 3000),
   retargetWindow: 16,
-  // No keyblocks are mined after keyblock 1 yet, so chunk 0 stays open and the group stays whole.
-  chunkSize: 1000,
+  // Ten keyblocks (about half a minute) per reputation chunk.
+  chunkSize: 10,
   groupSize: 64,
   reputationA: 5000,
   reputationLambda: 20000,
@@ -136,8 +161,18 @@ export async function createLocalnet(opts: LocalnetOpts): Promise<Localnet> {
       peerSeed: random(32),
     };
   });
-  const params = { ...localnetParams, groupSize: n, ...opts.params };
+  const mining = opts.mining === null ? null : { ...localnetMining, ...opts.mining };
+  const interval = opts.params?.keyblockIntervalMs ?? localnetParams.keyblockIntervalMs;
+  const rate = (mining ?? localnetMining).hashesPerSecond;
+  const params = {
+    ...localnetParams,
+    groupSize: n,
+    initialTarget: localnetTarget(n, rate, interval),
+    ...opts.params,
+  };
+  const credits = new Map(keys.map((k) => [k.index, CREDIT]));
   const genesis: Genesis = {
+    credits,
     chainId: `spchain-localnet-${toHex(random(4))}`,
     idHashKey: random(32),
     time: now - 60_000,
@@ -203,7 +238,6 @@ export async function createLocalnet(opts: LocalnetOpts): Promise<Localnet> {
       ),
     })),
   );
-  const credits = new Map(keys.map((k) => [k.index, CREDIT]));
   const file: GenesisFile = { genesis, credits, keyblock, certificate };
 
   await mkdir(opts.dir, { recursive: true });
@@ -250,6 +284,7 @@ export async function createLocalnet(opts: LocalnetOpts): Promise<Localnet> {
       ...(opts.sync === undefined ? {} : { sync: opts.sync }),
       p2p: { redialMinMs: 100, redialMaxMs: 1000 },
       ...(opts.load === null ? {} : { load: { ...defaultLoadOpts, ...opts.load } }),
+      mining: mining ?? { ...localnetMining, enabled: false },
       statsIntervalMs: opts.statsIntervalMs ?? 1000,
     };
     const configPath = join(dir, 'config.json');

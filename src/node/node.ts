@@ -1,32 +1,49 @@
 /**
  * One institution's SPChain node: the composition root of the ledger side, where the IO lives
  * (the clock, timers, LevelDB, libp2p, files). It wires together
- * - the pinned chain (chain.ts: the store and the replica, rebuilt from the store on start),
- * - consensus on batch heights (consensus.ts: Tendermint over direct streams to the group),
- * - sync (sync.ts: pages of pinned batches with certificates, served and fetched),
- * - the p2p edge (src/p2p: bundles by gossip and direct streams, BFT messages direct, sync),
+ * - the pinned chain (chain.ts: the store, the replica and the keyblock tree, rebuilt from the
+ *   store on start),
+ * - keyblocks (keyblock-flow.ts: mining in competition on the tree's head, keyblocks in by gossip
+ *   and out by gossip, the register-tx pool fed by submitRegister and the other members),
+ * - two consensus drivers (consensus.ts, Tendermint over direct streams to the group): one pins
+ *   keyblocks, one pins tx batches (pinning.ts), each with its own signing record (wal.ts);
+ * - sync (sync.ts, sync-items.ts: pinned keyblocks and batches with certificates, in pinning
+ *   order, served and fetched),
+ * - the p2p edge (src/p2p: bundles and keyblocks by gossip, bundles and register txs by direct
+ *   streams, BFT messages direct, sync),
  * - and, when configured, load (load.ts: the sidecar's stand-in signing record txs).
  * It reports what happens as NodeEvents (events.ts).
  *
- * Keyblocks: keyblock 1 comes with the genesis file (its patients are registered at genesis); this
- * node does not mine or pin further keyblocks yet, so the consensus group (and reputation) stays
- * the genesis one.
+ * Keyblock 1 comes with the genesis file (the patients registered at genesis). Later keyblocks are
+ * mined by the institutions and pinned by the group; each pinned keyblock creates its patients'
+ * blocks, pays its miner and counts in its reputation chunk, and batches anchor to the newest
+ * one. When the pinned batch tip moves into a new chunk, reputations and the group are recomputed
+ * (the `chunk` event); keyblocks.ts explains when each group is final.
  */
 import { toHex } from '../crypto/bytes.ts';
 import { type RandomBytes, systemRandom } from '../crypto/random.ts';
 import { type BftMessage, makeSigner } from '../ledger/bft-messages.ts';
 import { isLedgerError, type Verdict } from '../ledger/errors.ts';
-import type { Bundle, InstitutionIndex } from '../ledger/types.ts';
-import { createP2pNode, type P2pEvent, type P2pNode } from '../p2p/index.ts';
-import { Chain, decodeSyncItem, type PinnedBatch } from './chain.ts';
+import { evidenceCulprit } from '../ledger/evidence.ts';
+import { headNode, pinnedNode } from '../ledger/keyblock-tree.ts';
+import { pinnedReputations } from '../ledger/replica.ts';
+import type { Bundle, InstitutionIndex, RegisterTx } from '../ledger/types.ts';
+import { createP2pNode, type P2pEvent, type P2pNode, type RecordHandler } from '../p2p/index.ts';
+import type { LedgerStore } from '../store/ledger-store.ts';
+import { Chain, type KeyblockPin, type PinnedBatch } from './chain.ts';
 import type { NodeConfig } from './config.ts';
-import { Consensus } from './consensus.ts';
+import { Consensus, type ConsensusPorts } from './consensus.ts';
 import { isNodeError, NodeError } from './errors.ts';
-import type { NodeEvent } from './events.ts';
+import { type NodeEvent, reputationEvent } from './events.ts';
+import { Faults } from './faults.ts';
 import { genesisFileDigest } from './genesis-file.ts';
+import { KeyblockFlow } from './keyblock-flow.ts';
+import { chunkOf, defaultRegisterPoolOpts } from './keyblocks.ts';
 import { LoadRunner } from './load-runner.ts';
+import { batchPinning, keyblockPinning } from './pinning.ts';
 import { SerialQueue } from './serial.ts';
 import { Syncer } from './sync.ts';
+import { decodeSyncItem } from './sync-items.ts';
 import { ConsensusWal } from './wal.ts';
 
 export interface NodeOpts {
@@ -37,6 +54,11 @@ export interface NodeOpts {
   readonly onEvent?: (event: NodeEvent) => void;
   /** Called once the node has stopped after a failure it cannot run past. */
   readonly onFatal?: (err: unknown) => void;
+  /**
+   * Answers other institutions' requests on the p2p 'record' service (the sidecar's sharing
+   * holder, src/sidecar/share.ts); without it such requests are refused.
+   */
+  readonly record?: RecordHandler;
 }
 
 export interface NodeStats {
@@ -47,6 +69,8 @@ export interface NodeStats {
   readonly pendingOwn: number;
   readonly peers: readonly InstitutionIndex[];
   readonly queue: number;
+  readonly keyblockHeight: number;
+  readonly mined: number;
 }
 
 export interface SpchainNode {
@@ -56,11 +80,28 @@ export interface SpchainNode {
   tip(): { height: number; hash: string; keyblockHeight: number };
   /** The pinned batch hash at `height` (hex), if pinned. */
   batchHash(height: number): Promise<string | undefined>;
+  /** The pinned keyblock and the head of the keyblock tree (fork choice). */
+  keyblocks(): { pinned: { height: number; hash: string }; head: { height: number; hash: string } };
+  /**
+   * Takes a register tx of one of this institution's patients (from its sidecar): into the
+   * register pool, then to the other members, for the next mined keyblock. Refused: another
+   * institution's patient, a patient registered or waiting already, a bad signature or fee, a
+   * full pool.
+   */
+  submitRegister(tx: RegisterTx): Verdict;
   /**
    * Takes a signed bundle (from this institution's sidecar): into the mempool, then to the network.
    * The verdict says whether the mempool took it; a refused bundle is not sent.
    */
   submitBundle(bundle: Bundle): Verdict;
+  /** The pinned ledger, to read (the sidecar's patient blocks, tx locations); the node writes it. */
+  readonly ledger: LedgerStore;
+  /** Asks institution `to` over the p2p 'record' service (the sharing receiver's transport). */
+  requestRecord(
+    to: InstitutionIndex,
+    request: Uint8Array,
+    opts?: { timeoutMs?: number; signal?: AbortSignal },
+  ): Promise<Uint8Array>;
   stats(): NodeStats;
   stop(): Promise<void>;
 }
@@ -73,6 +114,8 @@ function errorText(err: unknown): string {
 const RESEND_MS = 2000;
 const MAX_RESEND = 256;
 const MAX_QUEUED_INPUTS = 1024;
+/** Keyblocks with an unknown parent held at most. */
+const MAX_ORPHANS = 64;
 
 export async function startNode(opts: NodeOpts): Promise<SpchainNode> {
   const { config } = opts;
@@ -106,10 +149,9 @@ export async function startNode(opts: NodeOpts): Promise<SpchainNode> {
   }
 
   async function assemble(): Promise<SpchainNode> {
-    const wal = await ConsensusWal.open(config.dataDir, {
-      fsync: config.consensus.fsyncWal,
-      maxValueBytes: 8 * 1024 * 1024,
-    });
+    const walOpts = { fsync: config.consensus.fsyncWal, maxValueBytes: 8 * 1024 * 1024 };
+    const wal = await ConsensusWal.open(config.dataDir, walOpts, 'batch');
+    const keyblockWal = await ConsensusWal.open(config.dataDir, walOpts, 'keyblock');
     const queue = new SerialQueue(MAX_QUEUED_INPUTS);
     const known = new Set(config.peers.map((p) => p.index).filter((i) => i !== self));
     let p2p: P2pNode | null = null;
@@ -146,6 +188,40 @@ export async function startNode(opts: NodeOpts): Promise<SpchainNode> {
         by,
         via,
       });
+      for (const m of new Set(p.batch.evidence.map(evidenceCulprit))) {
+        emit(reputationEvent(chain.replica, m));
+      }
+      chunkCheck();
+      keyblockConsensus.wake();
+    };
+
+    /** When the pinned batch tip enters a new chunk, the closed chunks' reputations are final. */
+    let reportedChunk = chunkOf(chain.replica.chain.anchor, genesis.params.chunkSize);
+    const chunkCheck = () => {
+      const r = chain.replica;
+      const completed = chunkOf(r.chain.anchor, genesis.params.chunkSize);
+      if (completed <= reportedChunk) return;
+      reportedChunk = completed;
+      const reputations: Record<string, number> = {};
+      for (const x of pinnedReputations(r)) reputations[x.index] = x.reputation;
+      const group = chain.batchGroup().map((g) => g.member);
+      emit({ event: 'chunk', completed, height: r.chain.height, reputations, group });
+    };
+
+    const pinnedKeyblock = (p: KeyblockPin, via: 'consensus' | 'sync') => {
+      lastPinnedAt = now();
+      emit({
+        event: 'keyblock',
+        height: p.keyblock.height,
+        hash: toHex(p.hash),
+        miner: p.keyblock.miner,
+        registers: p.keyblock.registers.length,
+        round: p.certificate.round,
+        via,
+      });
+      keyblocks.pinned(p.keyblock);
+      // A batch proposal anchored to this keyblock may be held for it.
+      consensus.wake();
     };
 
     /** Sends to those of `to` that are in the peers list; a full queue drops (the BFT re-sends). */
@@ -167,7 +243,13 @@ export async function startNode(opts: NodeOpts): Promise<SpchainNode> {
      * its sender's own messages (the p2p edge treats anything else as impersonation), so those
      * are relayed by gossip, whose envelope names no author.
      */
+    let proposing = '';
     const sendBft = (to: readonly InstitutionIndex[], m: BftMessage) => {
+      const own = m.type === 'proposal' && m.member === self && m.kind === 'batch';
+      if (own && proposing !== `${m.height}/${m.round}`) {
+        proposing = `${m.height}/${m.round}`;
+        emit({ event: 'proposing', height: m.height, round: m.round });
+      }
       if (m.member === self) {
         sendTo(to, (net, targets) => net.broadcastDirect(targets, 'bft', m));
       } else if (p2p !== null && stopping === null) {
@@ -184,6 +266,7 @@ export async function startNode(opts: NodeOpts): Promise<SpchainNode> {
       const u = chain.receiveBundle(bundle, now());
       for (const m of u.misbehaviour) {
         emit({ event: 'misbehaviour', member: m.institution, code: m.code });
+        emit(reputationEvent(chain.replica, m.institution));
       }
       return u.verdict;
     };
@@ -197,45 +280,127 @@ export async function startNode(opts: NodeOpts): Promise<SpchainNode> {
       return verdict;
     };
 
+    // Deliberate misbehaviour, for the fault tests only (config.ts refuses it otherwise).
+    const faults =
+      config.faults === null
+        ? null
+        : new Faults(config.faults, {
+            self,
+            chainId: genesis.chainId,
+            keys: config.keys,
+            others: [...known],
+            random,
+            replica: () => chain.replica,
+            patients: () => chain.patientsOf(self),
+            emit,
+          });
+
+    const driverPorts: Omit<ConsensusPorts, 'wal' | 'send' | 'ahead'> = {
+      chainId: genesis.chainId,
+      self,
+      signer: makeSigner(self, config.keys.signingSecret),
+      queue,
+      now,
+      evidence: (e, group) => {
+        const u = chain.takeEvidence(e, group);
+        for (const m of u.misbehaviour) {
+          emit({ event: 'misbehaviour', member: m.institution, code: m.code });
+          emit(reputationEvent(chain.replica, m.institution));
+        }
+      },
+      fatal,
+    };
     const consensus = new Consensus(
       {
-        chainId: genesis.chainId,
-        self,
-        signer: makeSigner(self, config.keys.signingSecret),
+        ...driverPorts,
         wal,
-        queue,
-        now,
-        replica: () => chain.replica,
-        receiveBundles: (bundles) => {
-          for (const b of bundles) take(b);
-        },
-        hasWork: () => chain.replica.mempool.eligible.size > 0,
-        send: sendBft,
-        commit: async (value, certificate) => {
-          const p = await chain.commit(value, certificate);
-          if (p !== null) pinned(p, 'consensus');
-        },
-        evidence: (e, group) => {
-          const u = chain.takeEvidence(e, group);
-          for (const m of u.misbehaviour) {
-            emit({ event: 'misbehaviour', member: m.institution, code: m.code });
-          }
-        },
-        ahead: (height, from) => syncer.noteAhead(height, from),
-        fatal,
+        send: faults?.wrapBftSend(sendBft) ?? sendBft,
+        ahead: (height, from) => syncer.noteAhead('batch', height, from),
       },
+      batchPinning(
+        {
+          self,
+          replica: () => chain.replica,
+          group: () => chain.batchGroup(),
+          receiveBundles: (bundles) => {
+            for (const b of bundles) take(b);
+          },
+          hasWork: () => chain.replica.mempool.eligible.size > 0,
+          commit: async (value, certificate) => {
+            const p = await chain.commit(value, certificate);
+            if (p !== null) pinned(p, 'consensus');
+          },
+        },
+        config.consensus,
+      ),
       config.consensus,
     );
+
+    const keyblocks: KeyblockFlow = new KeyblockFlow(
+      {
+        self,
+        chainId: genesis.chainId,
+        signingKey: config.keys.signingKey,
+        signingSecret: config.keys.signingSecret,
+        random,
+        chain,
+        now,
+        publish: (kb) => {
+          if (p2p === null || stopping !== null) return;
+          p2p.publish('keyblocks', kb).catch((err) => {
+            emit({ event: 'warn', code: 'PUBLISH_FAILED', message: errorText(err) });
+          });
+        },
+        sendRegisters: (txs) =>
+          sendTo([...known], (net, targets) => {
+            for (const tx of txs) net.broadcastDirect(targets, 'register', tx);
+          }),
+        changed: () => keyblockConsensus.wake(),
+        emit,
+      },
+      {
+        mining: config.mining,
+        registers: defaultRegisterPoolOpts,
+        maxOrphans: MAX_ORPHANS,
+        resendMs: RESEND_MS,
+      },
+    );
+    const keyblockConsensus: Consensus = new Consensus(
+      {
+        ...driverPorts,
+        wal: keyblockWal,
+        send: sendBft,
+        ahead: (height, from) => syncer.noteAhead('keyblock', height, from),
+      },
+      keyblockPinning({
+        tree: () => chain.tree,
+        group: () => chain.keyblockGroup(),
+        ready: () => chain.keyblockReady(),
+        received: (kb) => keyblocks.receive(kb),
+        validate: (kb) => chain.checkNextKeyblock(kb, now()),
+        commit: async (value, certificate) => {
+          const p = await chain.commitKeyblock(value, certificate, now());
+          if (p !== null) pinnedKeyblock(p, 'consensus');
+        },
+      }),
+      config.consensus,
+    );
+    /** A BFT message goes to the driver of its kind. */
+    const onBft = (m: BftMessage, from: InstitutionIndex) =>
+      (m.kind === 'keyblock' ? keyblockConsensus : consensus).onMessage(m, from);
 
     const syncer = new Syncer(
       {
         now,
-        height: () => chain.replica.chain.height,
+        position: () => ({
+          batch: chain.replica.chain.height,
+          keyblock: chain.replica.chain.keyblockHeight,
+        }),
         lastPinnedAt: () => lastPinnedAt,
         connected: () => p2p?.connectedMembers() ?? [],
         fetch: (peer, from) => {
           if (p2p === null) throw new NodeError('STOPPED', 'not connected');
-          return p2p.syncPage(peer, from);
+          return p2p.syncPage(peer, from.batch, { fromKeyblock: from.keyblock });
         },
         apply: (item, peer) =>
           queue.run(async () => {
@@ -250,7 +415,7 @@ export async function startNode(opts: NodeOpts): Promise<SpchainNode> {
               });
               return false;
             }
-            const r = await chain.applyCertified(decoded.batch, decoded.certificate);
+            const r = await chain.applyCertified(decoded, now());
             if (!r.verdict.ok) {
               const { code, message } = r.verdict.error;
               emit({
@@ -260,11 +425,23 @@ export async function startNode(opts: NodeOpts): Promise<SpchainNode> {
               });
               return false;
             }
-            if (r.pinned !== null) pinned(r.pinned, 'sync');
+            if (r.keyblock !== null) pinnedKeyblock(r.keyblock, 'sync');
+            if (r.batch !== null) pinned(r.batch, 'sync');
             return true;
           }),
-        caughtUp: () => consensus.catchUp(),
-        synced: (peer, from, to) => emit({ event: 'synced', peer, from, to }),
+        caughtUp: async () => {
+          await consensus.catchUp();
+          await keyblockConsensus.catchUp();
+        },
+        synced: (peer, from, to) =>
+          emit({
+            event: 'synced',
+            peer,
+            from: from.batch + 1,
+            to: to.batch,
+            keyblocksFrom: from.keyblock + 1,
+            keyblocksTo: to.keyblock,
+          }),
         failed: (peer, err) => {
           if (isNodeError(err, 'FORK')) return fatal(err);
           if (stopping === null) {
@@ -303,20 +480,29 @@ export async function startNode(opts: NodeOpts): Promise<SpchainNode> {
       onEvent: onP2pEvent,
       gossip: {
         bundles: (bundle) => receive(bundle),
-        bft: (m, from) => consensus.onMessage(m, from),
+        keyblocks: (kb) => keyblocks.receive(kb),
+        bft: onBft,
       },
       direct: {
-        bft: (m, from) => consensus.onMessage(m, from),
+        bft: onBft,
         bundle: (bundle) => receive(bundle),
+        register: (tx) => keyblocks.receiveRegister(tx),
       },
       sync: (request) => chain.readSyncPage(request),
+      ...(opts.record === undefined ? {} : { record: opts.record }),
     });
     const net = p2p;
     closers.push(() => net.stop());
+    if (faults !== null) {
+      faults.attach(net);
+      closers.push(() => faults.stop());
+    }
     // Stopping runs these in reverse: in-flight inputs finish, new ones are refused, then the
     // network stops, then the store closes.
     closers.push(() => queue.close());
     closers.push(() => consensus.stop());
+    closers.push(() => keyblockConsensus.stop());
+    closers.push(() => keyblocks.stop());
 
     const submitBundle = (bundle: Bundle): Verdict => {
       if (stopping !== null) throw new NodeError('STOPPED', 'node is stopping');
@@ -342,6 +528,8 @@ export async function startNode(opts: NodeOpts): Promise<SpchainNode> {
     });
 
     await consensus.start();
+    await keyblockConsensus.start();
+    keyblocks.start();
     syncer.start();
     closers.push(() => syncer.stop());
 
@@ -371,10 +559,11 @@ export async function startNode(opts: NodeOpts): Promise<SpchainNode> {
             patients: chain.patientsOf(self),
             fee: genesis.params.minFee,
             opts: config.load,
-            random,
             replica: () => chain.replica,
             submit: submitBundle,
             warn: (code, message) => emit({ event: 'warn', code, message }),
+            now,
+            report: emit,
           });
     if (load !== null) closers.push(() => load.stop());
 
@@ -388,6 +577,8 @@ export async function startNode(opts: NodeOpts): Promise<SpchainNode> {
       pendingOwn: load?.pending() ?? 0,
       peers: net.connectedMembers(),
       queue: queue.size,
+      keyblockHeight: chain.replica.chain.keyblockHeight,
+      mined: keyblocks.mined,
     });
     const statsTimer = setInterval(() => {
       const t = now();
@@ -411,6 +602,8 @@ export async function startNode(opts: NodeOpts): Promise<SpchainNode> {
     return {
       index: self,
       peerId: net.peerId,
+      ledger: chain.store,
+      requestRecord: (to, request, ropts) => net.requestRecord(to, request, ropts),
       tip: () => {
         const c = chain.replica.chain;
         return { height: c.height, hash: toHex(c.hash), keyblockHeight: c.keyblockHeight };
@@ -419,7 +612,16 @@ export async function startNode(opts: NodeOpts): Promise<SpchainNode> {
         const h = await chain.batchHashAt(height);
         return h === undefined ? undefined : toHex(h);
       },
+      keyblocks: () => {
+        const tree = chain.tree;
+        const at = (n: { height: number; id: string }) => ({ height: n.height, hash: n.id });
+        return { pinned: at(pinnedNode(tree)), head: at(headNode(tree)) };
+      },
       submitBundle,
+      submitRegister: (tx) => {
+        if (stopping !== null) throw new NodeError('STOPPED', 'node is stopping');
+        return keyblocks.submitRegister(tx);
+      },
       stats,
       stop,
     };

@@ -6,24 +6,33 @@
  * round after the last one it signed in, with its lock, its valid value and the prevotes that
  * justify re-proposing it.
  *
- * One small file, replaced atomically (write a temporary file, flush, rename), with a SHA-256
- * trailer so that a damaged file is refused rather than half-trusted.
+ * One small file per consensus kind (keyblocks and batches are separate Tendermint instances with
+ * their own heights: consensus.wal for batches, consensus-keyblock.wal for keyblocks), each record
+ * naming its kind, replaced atomically (write a temporary file, flush, rename), with a SHA-256
+ * trailer so that a damaged file is refused rather than half-trusted. A file of format 1 (before
+ * keyblocks were pinned by the node) holds a batch record.
  */
 import { open, readFile, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { sha256 } from '@noble/hashes/sha2.js';
 import { concatBytes, equalBytes } from '../crypto/bytes.ts';
 import { type BftMessage, decodeBftMessage, encodeBftMessage } from '../ledger/bft-messages.ts';
+import { readKind, writeKind } from '../ledger/certificate.ts';
 import { decode, encode } from '../ledger/codec.ts';
-import type { Bytes } from '../ledger/types.ts';
+import type { Bytes, ConsensusKind } from '../ledger/types.ts';
 import { NodeError } from './errors.ts';
 
-const MAGIC = 'spchain-consensus-wal/1';
-const FILE = 'consensus.wal';
+const MAGIC = 'spchain-consensus-wal/2';
+const MAGIC_V1 = 'spchain-consensus-wal/1';
+const FILES: Readonly<Record<ConsensusKind, string>> = {
+  batch: 'consensus.wal',
+  keyblock: 'consensus-keyblock.wal',
+};
 /** Prevotes kept for the valid value: one per group member at most. */
 const MAX_POLKA = 4096;
 
 export interface SigningRecord {
+  readonly kind: ConsensusKind;
   readonly height: number;
   /** Highest round at `height` in which this node signed a proposal or a vote. */
   readonly round: number;
@@ -37,7 +46,9 @@ export interface SigningRecord {
 
 function encodeRecord(r: SigningRecord): Bytes {
   const body = encode((w) => {
-    w.string(MAGIC).varint(r.height).varint(r.round);
+    w.string(MAGIC);
+    writeKind(w, r.kind);
+    w.varint(r.height).varint(r.round);
     w.varint(r.lockedRound + 1).bool(r.locked !== null);
     if (r.locked !== null) w.bytes(r.locked);
     w.varint(r.validRound + 1).bool(r.valid !== null);
@@ -54,7 +65,9 @@ function decodeRecord(bytes: Bytes, maxValueBytes: number): SigningRecord {
     throw new Error('checksum does not match');
   }
   return decode(body, 'consensus wal', (r) => {
-    if (r.string('magic', 64) !== MAGIC) r.fail('magic', `is not ${MAGIC}`);
+    const magic = r.string('magic', 64);
+    if (magic !== MAGIC && magic !== MAGIC_V1) r.fail('magic', `is not ${MAGIC}`);
+    const kind = magic === MAGIC_V1 ? 'batch' : readKind(r);
     const height = r.varint('height');
     const round = r.varint('round');
     const lockedRound = r.varint('lockedRound') - 1;
@@ -64,7 +77,7 @@ function decodeRecord(bytes: Bytes, maxValueBytes: number): SigningRecord {
     const polka = r.list('polka', MAX_POLKA, (rr) =>
       decodeBftMessage(rr.bytes('prevote', maxValueBytes), maxValueBytes),
     );
-    return { height, round, lockedRound, locked, validRound, valid, polka };
+    return { kind, height, round, lockedRound, locked, validRound, valid, polka };
   });
 }
 
@@ -76,19 +89,33 @@ export interface WalOpts {
 }
 
 export class ConsensusWal {
+  readonly kind: ConsensusKind;
   private readonly path: string;
   private readonly opts: WalOpts;
   private last: SigningRecord | null;
 
-  private constructor(path: string, opts: WalOpts, last: SigningRecord | null) {
+  private constructor(
+    kind: ConsensusKind,
+    path: string,
+    opts: WalOpts,
+    last: SigningRecord | null,
+  ) {
+    this.kind = kind;
     this.path = path;
     this.opts = opts;
     this.last = last;
   }
 
-  /** Opens the record in `dir` (none yet: null). A damaged file is BAD_DATA: never guess. */
-  static async open(dir: string, opts: WalOpts): Promise<ConsensusWal> {
-    const path = join(dir, FILE);
+  /**
+   * Opens the record of `kind` in `dir` (none yet: null). A damaged file, or one holding the
+   * other kind's record, is BAD_DATA: never guess.
+   */
+  static async open(
+    dir: string,
+    opts: WalOpts,
+    kind: ConsensusKind = 'batch',
+  ): Promise<ConsensusWal> {
+    const path = join(dir, FILES[kind]);
     let bytes: Uint8Array | null = null;
     try {
       bytes = new Uint8Array(await readFile(path));
@@ -104,8 +131,13 @@ export class ConsensusWal {
           path,
         });
       }
+      if (record.kind !== kind) {
+        throw new NodeError('BAD_DATA', `${path} holds a ${record.kind} record, not ${kind}`, {
+          path,
+        });
+      }
     }
-    return new ConsensusWal(path, opts, record);
+    return new ConsensusWal(kind, path, opts, record);
   }
 
   /** The last record written (or read on open). */
@@ -114,6 +146,9 @@ export class ConsensusWal {
   }
 
   async write(record: SigningRecord): Promise<void> {
+    if (record.kind !== this.kind) {
+      throw new RangeError(`a ${record.kind} signing record given to the ${this.kind} one`);
+    }
     const tmp = `${this.path}.tmp`;
     const file = await open(tmp, 'w', 0o600);
     try {

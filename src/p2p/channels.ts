@@ -9,7 +9,7 @@ import type { Connection, Libp2p, Stream } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
 import type { BftMessage } from '../ledger/bft-messages.ts';
 import { isLedgerError, type Verdict } from '../ledger/errors.ts';
-import type { Bundle, InstitutionIndex } from '../ledger/types.ts';
+import type { Bundle, InstitutionIndex, RegisterTx } from '../ledger/types.ts';
 import { type EdgeContext, waitForToken } from './context.ts';
 import { P2pError } from './errors.ts';
 import { BoundedQueue, type EnqueueOutcome, TokenBucket } from './limits.ts';
@@ -34,6 +34,7 @@ import { type InboundFrame, msgFrame, Wire } from './wire.ts';
 export interface DirectHandlers {
   readonly bft?: (message: BftMessage, from: InstitutionIndex) => Verdict | Promise<Verdict>;
   readonly bundle?: (bundle: Bundle, from: InstitutionIndex) => Verdict | Promise<Verdict>;
+  readonly register?: (tx: RegisterTx, from: InstitutionIndex) => Verdict | Promise<Verdict>;
 }
 /** Answers a sync request within its bounds (items and bytes); `signal` fires at the deadline. */
 export type SyncHandler = (
@@ -407,6 +408,7 @@ export class Channels {
       const l = this.ctx.limits;
       const request: SyncRequest = {
         fromHeight: asked.fromHeight,
+        fromKeyblock: asked.fromKeyblock ?? 0,
         maxItems: Math.min(asked.maxItems, l.maxSyncItems),
         // Room for the page's own framing (a varint per item, the count and next height).
         maxBytes: Math.min(asked.maxBytes, l.maxSyncPageBytes - 16 * (l.maxSyncItems + 2)),

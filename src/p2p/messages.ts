@@ -4,9 +4,10 @@
  */
 import { type BftMessage, decodeBftMessage, encodeBftMessage } from '../ledger/bft-messages.ts';
 import { decode, encode } from '../ledger/codec.ts';
+import { LedgerError } from '../ledger/errors.ts';
 import { decodeKeyblock, encodeKeyblock } from '../ledger/keyblock.ts';
-import { decodeBundle, encodeBundle } from '../ledger/tx.ts';
-import type { Bundle, Keyblock } from '../ledger/types.ts';
+import { decodeBundle, decodeTx, encodeBundle, encodeTx } from '../ledger/tx.ts';
+import type { Bundle, Keyblock, RegisterTx } from '../ledger/types.ts';
 
 export interface TopicPayloads {
   readonly bundles: Bundle;
@@ -20,14 +21,22 @@ export function topicId(chainId: string, name: TopicName): string {
   return `/spchain/${encodeURIComponent(chainId)}/${name}/1`;
 }
 
-/** Direct (stream) messages: BFT proposals and votes (batch proposals included), and bundles. */
+/**
+ * Direct (stream) messages: BFT proposals and votes (batch proposals included), bundles, and
+ * register txs (sent by the patient's home institution to the miners).
+ */
 export interface DirectPayloads {
   readonly bft: BftMessage;
   readonly bundle: Bundle;
+  readonly register: RegisterTx;
 }
 export type DirectKind = keyof DirectPayloads;
-export const DIRECT_KIND_CODES: Readonly<Record<DirectKind, number>> = { bft: 1, bundle: 2 };
-export const DIRECT_KINDS: readonly DirectKind[] = ['bft', 'bundle'];
+export const DIRECT_KIND_CODES: Readonly<Record<DirectKind, number>> = {
+  bft: 1,
+  bundle: 2,
+  register: 3,
+};
+export const DIRECT_KINDS: readonly DirectKind[] = ['bft', 'bundle', 'register'];
 
 export type Service = 'direct' | 'sync' | 'record';
 export const PROTOCOLS: Readonly<Record<Service, string>> = {
@@ -40,6 +49,14 @@ type Codec<T> = { encode(v: T): Uint8Array; decode(b: Uint8Array, maxBytes: numb
 const bft: Codec<BftMessage> = { encode: encodeBftMessage, decode: decodeBftMessage };
 const bundle: Codec<Bundle> = { encode: encodeBundle, decode: (b) => decodeBundle(b) };
 const keyblock: Codec<Keyblock> = { encode: encodeKeyblock, decode: (b) => decodeKeyblock(b) };
+const register: Codec<RegisterTx> = {
+  encode: encodeTx,
+  decode: (b) => {
+    const tx = decodeTx(b);
+    if (tx.type !== 'register') throw new LedgerError('MALFORMED', 'expected a register tx');
+    return tx;
+  },
+};
 
 export const TOPIC_CODECS: { readonly [T in TopicName]: Codec<TopicPayloads[T]> } = {
   bundles: bundle,
@@ -49,16 +66,24 @@ export const TOPIC_CODECS: { readonly [T in TopicName]: Codec<TopicPayloads[T]> 
 export const DIRECT_CODECS: { readonly [K in DirectKind]: Codec<DirectPayloads[K]> } = {
   bft,
   bundle,
+  register,
 };
 
 /** The member a direct message claims to come from: it must be the peer that sent it. */
 export function directAuthor(kind: DirectKind, value: DirectPayloads[DirectKind]): number {
-  return kind === 'bft' ? (value as BftMessage).member : (value as Bundle).institution;
+  if (kind === 'bft') return (value as BftMessage).member;
+  if (kind === 'register') return (value as RegisterTx).home;
+  return (value as Bundle).institution;
 }
 
-/** "Give me pinned items from height h": at most maxItems items and maxBytes bytes of them. */
+/**
+ * "Give me pinned items from batch height h and keyblock height k": at most maxItems items and
+ * maxBytes bytes of them.
+ */
 export interface SyncRequest {
   readonly fromHeight: number;
+  /** The first keyblock height wanted (0: none asked for). */
+  readonly fromKeyblock?: number;
   readonly maxItems: number;
   readonly maxBytes: number;
 }
@@ -70,7 +95,13 @@ export interface SyncPage {
 }
 
 export function encodeSyncRequest(r: SyncRequest): Uint8Array {
-  return encode((w) => w.varint(r.fromHeight).varint(r.maxItems).varint(r.maxBytes));
+  return encode((w) =>
+    w
+      .varint(r.fromHeight)
+      .varint(r.maxItems)
+      .varint(r.maxBytes)
+      .varint(r.fromKeyblock ?? 0),
+  );
 }
 
 export function decodeSyncRequest(b: Uint8Array): SyncRequest {
@@ -78,6 +109,7 @@ export function decodeSyncRequest(b: Uint8Array): SyncRequest {
     fromHeight: r.varint('fromHeight'),
     maxItems: r.varint('maxItems'),
     maxBytes: r.varint('maxBytes'),
+    fromKeyblock: r.varint('fromKeyblock'),
   }));
 }
 

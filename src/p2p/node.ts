@@ -77,6 +77,11 @@ export interface P2pNode {
   refusedPeers(): readonly RefusedPeer[];
   /** Replaces the peers list (membership change); peers no longer listed are disconnected. */
   setPeers(peers: readonly PeerEntry[]): void;
+  /**
+   * Fault tests only (src/node/faults.ts): while on, every connection is dropped and every peer
+   * refused in both directions, as if the network were cut; off, the peers are dialled again.
+   */
+  setIsolated(isolated: boolean): void;
   publish<T extends TopicName>(topic: T, value: TopicPayloads[T]): Promise<number>;
   sendDirect<K extends DirectKind>(
     to: InstitutionIndex,
@@ -88,10 +93,11 @@ export interface P2pNode {
     kind: K,
     value: DirectPayloads[K],
   ): EnqueueOutcome[];
+  /** Pinned items from batch `fromHeight` (and keyblock `opts.fromKeyblock`) on. */
   syncPage(
     to: InstitutionIndex,
     fromHeight: number,
-    opts?: RequestOpts & { maxItems?: number },
+    opts?: RequestOpts & { maxItems?: number; fromKeyblock?: number },
   ): Promise<SyncPage>;
   requestRecord(to: InstitutionIndex, request: Uint8Array, opts?: RequestOpts): Promise<Uint8Array>;
   /** Every penalty point ever recorded against a member's peer (not decayed). */
@@ -167,9 +173,10 @@ export async function createP2pNode(opts: P2pNodeOpts): Promise<P2pNode> {
   applyPeers(opts.peers);
 
   const isBanned = (peer: string) => misbehaviour.isBanned(peer, now());
+  let isolated = false;
   const allowed = (peer: PeerId) => {
     const id = peer.toString();
-    return verified.byPeerId.has(id) && !isBanned(id);
+    return !isolated && verified.byPeerId.has(id) && !isBanned(id);
   };
 
   let libp2pRef: Libp2p | undefined;
@@ -202,6 +209,8 @@ export async function createP2pNode(opts: P2pNodeOpts): Promise<P2pNode> {
     streamMuxers: [yamux({ streamOptions: { maxStreamWindowSize: limits.streamWindowBytes } })],
     // Only verified institutions, checked once the Noise handshake has authenticated the remote.
     connectionGater: {
+      // Isolated (fault tests): refused before the handshake, so the dialler never sees a connection.
+      denyInboundConnection: () => isolated,
       denyDialPeer: (peer) => !allowed(peer),
       denyInboundEncryptedConnection: (peer) => !allowed(peer),
       denyOutboundEncryptedConnection: (peer) => !allowed(peer),
@@ -230,7 +239,7 @@ export async function createP2pNode(opts: P2pNodeOpts): Promise<P2pNode> {
     record: opts.record,
   });
   channelsRef = channels;
-  const redialer = new Redialer(libp2p, limits, (p) => !isBanned(p), now);
+  const redialer = new Redialer(libp2p, limits, (p) => !isolated && !isBanned(p), now);
 
   libp2p.addEventListener('peer:connect', (evt) => {
     const id = evt.detail.toString();
@@ -306,6 +315,14 @@ export async function createP2pNode(opts: P2pNodeOpts): Promise<P2pNode> {
       }
       if (opts.dial !== false) redialer.setTargets(verified.byPeerId.values());
     },
+    setIsolated(on) {
+      live();
+      isolated = on;
+      if (!on) return;
+      for (const c of libp2p.getConnections()) {
+        c.abort(new P2pError('STREAM_CLOSED', 'isolated: every peer is cut off (fault test)'));
+      }
+    },
     async publish(topic, value) {
       live();
       return gossip.publish(topic, value);
@@ -323,6 +340,7 @@ export async function createP2pNode(opts: P2pNodeOpts): Promise<P2pNode> {
       live();
       const request: SyncRequest = {
         fromHeight,
+        fromKeyblock: ropts.fromKeyblock ?? 0,
         maxItems: Math.min(ropts.maxItems ?? limits.maxSyncItems, limits.maxSyncItems),
         maxBytes: limits.maxSyncPageBytes - 16 * (limits.maxSyncItems + 2),
       };

@@ -7,13 +7,17 @@ import {
   decodeKeyblock,
   encodeKeyblock,
   expectedTarget,
+  genesisHash,
   keyblockHash,
+  keyblockValueHash,
   MAX_CLOCK_DRIFT_MS,
   powValue,
   signKeyblock,
 } from '../../src/ledger/keyblock.ts';
 import {
   addKeyblock,
+  adoptPinned,
+  branchRegistrations,
   createKeyblockTree,
   headNode,
   type KeyblockTree,
@@ -21,6 +25,7 @@ import {
   pinKeyblock,
 } from '../../src/ledger/keyblock-tree.ts';
 import { microblockHash } from '../../src/ledger/microblock.ts';
+import { signRegister } from '../../src/ledger/tx.ts';
 import type { Keyblock, RegisterTx } from '../../src/ledger/types.ts';
 import { makeNetwork, makePatient, testParams } from '../helpers/ledger-fixtures.ts';
 
@@ -203,5 +208,88 @@ describe('keyblocks', () => {
     let tree = tree0;
     for (let i = 0; i < 6; i++) tree = extend(tree, mine(tree, tree.head, { by: i % 4 }));
     expect(headNode(tree).height).toBe(6);
+  });
+});
+
+describe('keyblock helpers for the node', () => {
+  const tree0 = createKeyblockTree(genesis);
+  const idOf = (kb: Keyblock) => toHex(keyblockHash(kb));
+  const kb1 = mine(tree0, tree0.pinned, { by: 0 });
+  const kb2 = mine(extend(tree0, kb1), idOf(kb1), { by: 1 });
+  const kb3 = mine(extend(extend(tree0, kb1), kb2), idOf(kb2), { by: 2 });
+
+  it('genesisHash is unchanged without credits and binds every credit when given', () => {
+    expect(toHex(genesisHash({ ...genesis, credits: undefined }))).toBe(
+      toHex(genesisHash(genesis)),
+    );
+    fc.assert(
+      fc.property(
+        fc.array(fc.nat({ max: 2 ** 40 }), { minLength: 4, maxLength: 4 }),
+        fc.integer({ min: 0, max: 3 }),
+        (amounts, changed) => {
+          const credits = new Map(amounts.map((a, i) => [i, a]));
+          const reversed = new Map([...credits].reverse());
+          const other = new Map(credits).set(changed, credits.get(changed)! + 1);
+          const h = (c: Map<number, number>) => toHex(genesisHash({ ...genesis, credits: c }));
+          expect(h(reversed)).toBe(h(credits));
+          expect(h(other)).not.toBe(h(credits));
+          expect(h(credits)).not.toBe(toHex(genesisHash(genesis)));
+        },
+      ),
+      { numRuns: 30 },
+    );
+  });
+
+  it('id(v) of keyblock consensus is the keyblock hash', () => {
+    for (const kb of [kb1, kb2, kb3]) {
+      expect(toHex(keyblockValueHash(encodeKeyblock(kb)))).toBe(idOf(kb));
+    }
+  });
+
+  it('adopts a stored pinned chain as validating and pinning it would', () => {
+    let validated = tree0;
+    let adopted = tree0;
+    for (const kb of [kb1, kb2, kb3]) {
+      validated = pinKeyblock(extend(validated, kb), idOf(kb)).tree;
+      adopted = adoptPinned(adopted, kb);
+      expect(adopted.pinned).toBe(validated.pinned);
+      expect(adopted.head).toBe(validated.head);
+      expect([...adopted.nodes.keys()].sort()).toEqual([...validated.nodes.keys()].sort());
+    }
+    expect(() => adoptPinned(adopted, kb2)).toThrow(/does not extend pinned keyblock 3/);
+    const kb4 = mine(adopted, adopted.pinned, { by: 3 });
+    expect(codeOf(adopted, kb4)).toBe('ok');
+  });
+
+  it('lists the patients registered on a branch above the pinned keyblock', () => {
+    const a = register(0);
+    const b = register(1);
+    let tree = extend(tree0, mine(tree0, tree0.pinned, { registers: [a] }));
+    const first = tree.head;
+    tree = extend(tree, mine(tree, first, { by: 1, registers: [b] }));
+    const hex = (tx: RegisterTx) => toHex(tx.idHash);
+    expect(branchRegistrations(tree, headNode(tree))).toEqual(new Set([hex(a), hex(b)]));
+    tree = pinKeyblock(tree, first).tree;
+    expect(branchRegistrations(tree, headNode(tree))).toEqual(new Set([hex(b)]));
+    // A sibling branch may register b: it does not hold the other branch's registrations.
+    expect(codeOf(tree, mine(tree, first, { by: 2, registers: [b] }))).toBe('ok');
+  });
+
+  it('refuses a register tx whose root opening fails, though the patient signed it', () => {
+    const patient = makePatient(random);
+    const tx = makeRegisterTx({
+      chainId: genesis.chainId,
+      idHash: random(32),
+      home: institutions[2]!,
+      patient,
+      fee: 1,
+      random,
+    });
+    const { signature: _, ...body } = tx;
+    const moved = { ...body, rootDigest: random(32) };
+    const bad = signRegister(genesis.chainId, moved, patient.signingSecret, random);
+    expect(codeOf(tree0, mine(tree0, tree0.pinned, { registers: [bad] }))).toBe(
+      'BAD_CHAMELEON_OPENING',
+    );
   });
 });

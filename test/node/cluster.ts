@@ -2,9 +2,18 @@
  * Node processes for the localnet tests: spawns `node src/node/main.ts --config ...` per
  * institution, reads the JSON event lines each prints, and keeps what the tests check: every
  * (height, hash) each node pinned, across restarts, and any height at which two nodes disagree.
+ * Also the shared setup of a test network (openTestNet) and what the tests read back from a
+ * stopped node's store.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { readFile, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import type { TxBatch } from '../../src/ledger/types.ts';
+import { createLocalnet, type Localnet, type LocalnetOpts } from '../../src/node/localnet.ts';
+import { LedgerStore } from '../../src/store/ledger-store.ts';
 
 const ROOT = new URL('../..', import.meta.url).pathname;
 const MAIN = `${ROOT}src/node/main.ts`;
@@ -29,6 +38,8 @@ export class NodeProc {
   consensusPins = 0;
   readonly lines: NodeLine[] = [];
   readonly stderr: string[] = [];
+  /** Added to the process's environment (SPCHAIN_TEST_FAULTS=1 for a config with faults). */
+  env: Readonly<Record<string, string>> = {};
   private exit: Promise<void> = Promise.resolve();
 
   constructor(index: number, configPath: string) {
@@ -48,6 +59,7 @@ export class NodeProc {
     const child = spawn(process.execPath, [MAIN, '--config', this.configPath], {
       cwd: ROOT,
       stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, ...this.env },
     });
     this.child = child;
     this.exit = new Promise((resolve) => child.once('exit', () => resolve()));
@@ -89,6 +101,23 @@ export class NodeProc {
   killNow(): void {
     if (this.running) this.child!.kill('SIGKILL');
   }
+
+  /** Sends `signal` to the running process and returns (SIGUSR2: the partition switch). */
+  signal(signal: NodeJS.Signals): void {
+    if (!this.running) throw new Error(`node ${this.index} is not running`);
+    this.child!.kill(signal);
+  }
+
+  /** The lines kept of one event (optionally since time `t`). */
+  events(event: string, since = 0): NodeLine[] {
+    return this.lines.filter((l) => l.event === event && l.t >= since);
+  }
+
+  /** The members this node last reported connected (null before its first `peers` event). */
+  connected(): number[] | null {
+    const last = this.lines.findLast((l) => l.event === 'peers');
+    return last === undefined ? null : (last.connected as number[]);
+  }
 }
 
 export class Cluster {
@@ -101,11 +130,20 @@ export class Cluster {
   readonly misbehaviour: string[] = [];
   readonly warnings: string[] = [];
 
+  private readonly listeners = new Set<(p: NodeProc, line: NodeLine) => void>();
+
   constructor(configPaths: readonly string[]) {
     this.nodes = configPaths.map((p, i) => new NodeProc(i, p));
   }
 
+  /** Calls `f` on every line of every node as it arrives, until the returned function is called. */
+  listen(f: (p: NodeProc, line: NodeLine) => void): () => void {
+    this.listeners.add(f);
+    return () => this.listeners.delete(f);
+  }
+
   private readonly onLine = (p: NodeProc, line: NodeLine) => {
+    for (const f of this.listeners) f(p, line);
     if (line.event === 'fatal') this.fatal.push(`node ${p.index}: ${line.code}: ${line.message}`);
     if (line.event === 'misbehaviour')
       this.misbehaviour.push(`node ${p.index}: ${JSON.stringify(line)}`);
@@ -185,5 +223,66 @@ export async function waitFor(
       throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${state}`);
     }
     await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** A generated localnet in a temporary folder, with a Cluster of its (not yet started) nodes. */
+export interface TestNet {
+  readonly dir: string;
+  readonly net: Localnet;
+  readonly cluster: Cluster;
+  /** Kills every node and removes the folder. */
+  close(): Promise<void>;
+}
+
+export async function openTestNet(opts: Omit<LocalnetOpts, 'dir'>): Promise<TestNet> {
+  const dir = mkdtempSync(join(tmpdir(), 'spchain-localnet-'));
+  try {
+    const net = await createLocalnet({ ...opts, dir });
+    const cluster = new Cluster(net.configPaths);
+    const killOnExit = () => cluster.killAll();
+    process.once('exit', killOnExit);
+    return {
+      dir,
+      net,
+      cluster,
+      async close() {
+        if (process.env.SPCHAIN_TEST_VERBOSE) console.log(cluster.warnings.join('\n'));
+        cluster.killAll();
+        await Promise.all(cluster.nodes.map((n) => n.stop('SIGKILL', 1000)));
+        process.removeListener('exit', killOnExit);
+        rmSync(dir, { recursive: true, force: true });
+      },
+    };
+  } catch (err) {
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+/** Rewrites a node's config file through `change` (e.g. to add a `faults` section). */
+export async function patchConfig(
+  path: string,
+  change: (config: Record<string, unknown>) => void,
+): Promise<void> {
+  const config = JSON.parse(await readFile(path, 'utf8')) as Record<string, unknown>;
+  change(config);
+  await writeFile(path, `${JSON.stringify(config, null, 2)}\n`);
+}
+
+/** Every pinned batch in a stopped node's store, from height 1 up. */
+export async function storedBatches(dataDir: string): Promise<TxBatch[]> {
+  const store = await LedgerStore.open(join(dataDir, 'ledger'));
+  try {
+    const out: TxBatch[] = [];
+    const tip = store.tip().batch?.height ?? 0;
+    for (let h = 1; h <= tip; h++) {
+      const batch = await store.getBatch(h);
+      if (batch === undefined) throw new Error(`${dataDir}: batch ${h} is missing`);
+      out.push(batch);
+    }
+    return out;
+  } finally {
+    await store.close();
   }
 }
