@@ -1,158 +1,137 @@
 /**
- * npm start — until the sidecar exists (issue 5), a short demonstration of the crypto core on one
- * FHIR record: a hospital encrypts it to the patient's key and anchors it with a chameleon hash, the
- * patient grants another hospital, the record is re-encrypted, verified and decrypted there, and a
- * correction keeps the anchor. It prints sizes, digests and timings, never record contents.
+ * `npm start`: one SPChain sidecar with embedded defaults (src/http/sidecar.ts): a one-institution
+ * network made under the data directory on first start and reused after, the embedded node, the
+ * embedded queue unless REDIS_URL is set, the FHIR API. Prints its URLs, how to register a patient
+ * and how to post a bundle; stops cleanly on SIGINT or SIGTERM (exit 0), exits 1 when it cannot
+ * start (the message names what is wrong) or when the node fails.
+ *
+ *   node src/main.ts [--data-dir ./data] [--host 127.0.0.1] [--port 8080]
+ *                    [--node-config <network>/inst-<i>/config.json]
+ *
+ * --node-config (or SPCHAIN_NODE_CONFIG) joins an existing network (src/node/localnet.ts makes
+ * one) as the institution that config names, instead of the one-institution network.
+ *
+ * Environment: SPCHAIN_DATA_DIR, SPCHAIN_HOST, SPCHAIN_PORT (the flags win), REDIS_URL,
+ * SPCHAIN_EHR_TOKEN (interim static bearer token; default: <data>/ehr-token), SPCHAIN_MAPPING
+ * (a mapping file), SPCHAIN_BASE_URL (the FHIR base clients see), SPCHAIN_BODY_LIMIT (bytes),
+ * SPCHAIN_LOG_LEVEL (info, warn, silent).
+ *
+ * Logs are JSON lines on stdout (requests, node warnings and keyblocks), without patient data.
  */
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { sha256 } from '@noble/hashes/sha2.js';
-import { toHex, utf8 } from './crypto/bytes.ts';
-import {
-  chameleonCollision,
-  chameleonHash,
-  generateChameleonKey,
-  verifyChameleon,
-} from './crypto/chameleon.ts';
-import { curveBackend } from './crypto/curve/backend.ts';
-import { generateSigningKey, sign, verify } from './crypto/sign.ts';
-import * as umbral from './crypto/umbral/index.ts';
+import { isAbsolute, relative, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { defaultSidecarOpts, type RunningSidecar, startSidecar } from './http/sidecar.ts';
+import type { NodeEvent } from './node/events.ts';
 
-const SYNTHEA = new URL('../../shared/data/synthea/', import.meta.url).pathname;
+const env = process.env;
 
-/** The first Observation of the first Synthea bundle beside the project, or a small built-in one. */
-function loadRecord(): { source: string; resource: Record<string, unknown> } {
-  if (existsSync(SYNTHEA)) {
-    const file = readdirSync(SYNTHEA).find((f) => f.endsWith('.json'));
-    if (file) {
-      const bundle = JSON.parse(readFileSync(join(SYNTHEA, file), 'utf8')) as {
-        entry?: { resource?: Record<string, unknown> }[];
-      };
-      const obs = bundle.entry?.find((e) => e.resource?.resourceType === 'Observation')?.resource;
-      if (obs) return { source: 'a Synthea bundle in ../shared/data/synthea', resource: obs };
-    }
-  }
-  return {
-    source: 'built-in sample',
-    resource: {
-      resourceType: 'Observation',
-      status: 'final',
-      code: { coding: [{ system: 'http://loinc.org', code: '8302-2', display: 'Body Height' }] },
-      valueQuantity: { value: 172.5, unit: 'cm', system: 'http://unitsofmeasure.org', code: 'cm' },
+function intOf(text: string | undefined, name: string, fallback: number): number {
+  if (text === undefined || text === '') return fallback;
+  const n = Number(text);
+  if (!Number.isSafeInteger(n) || n < 0) throw new Error(`${name} must be a non-negative integer`);
+  return n;
+}
+
+function logLine(o: Record<string, unknown>): void {
+  process.stdout.write(`${JSON.stringify({ time: Date.now(), ...o })}\n`);
+}
+
+/** Node events worth a line: problems, keyblocks and registrations; not the per-second stats. */
+function onNodeEvent(e: NodeEvent): void {
+  const worth =
+    e.event === 'started' ||
+    e.event === 'stopped' ||
+    e.event === 'warn' ||
+    e.event === 'fatal' ||
+    (e.event === 'keyblock' && e.registers > 0);
+  if (worth) logLine({ source: 'node', ...e });
+}
+
+/** A path as typed from here: relative below the working directory, absolute elsewhere. */
+function shown(path: string): string {
+  const r = relative(process.cwd(), resolve(path));
+  return r === '' ? '.' : r.startsWith('..') || isAbsolute(r) ? resolve(path) : r;
+}
+
+function banner(s: RunningSidecar, dataDir: string): string {
+  const data = shown(dataDir);
+  const token = s.tokenFile
+    ? `"Authorization: Bearer $(cat ${shown(s.tokenFile)})"`
+    : '"Authorization: Bearer $SPCHAIN_EHR_TOKEN"';
+  return [
+    '',
+    `SPChain sidecar of ${s.institution.name} (institution ${s.institution.index}, network ${s.chainId})`,
+    `  FHIR base   ${s.fhirBase}`,
+    `  metadata    ${s.fhirBase}/metadata`,
+    `  queue       ${s.queueKind}`,
+    `  data        ${data}`,
+    `  EHR token   ${s.tokenFile ? shown(s.tokenFile) : 'from SPCHAIN_EHR_TOKEN'} (interim static bearer token, until SMART)`,
+    '',
+    'Register a patient first (their keys go to a key file that only the patient keeps):',
+    `  SPCHAIN_PATIENT_PASSPHRASE='choose one' npm run cli -- patient register --sidecar ${s.url} --data-dir ${data} \\`,
+    `    --identifier 'http://hl7.org/fhir/sid/us-ssn|999-82-1755' --birth-date 1990-01-01 --key-file patient.key.json`,
+    '',
+    'Then post a FHIR transaction Bundle of theirs:',
+    `  curl -sS -X POST ${s.fhirBase} -H ${token} \\`,
+    `    -H 'Content-Type: application/fhir+json' --data-binary @bundle.json`,
+    '',
+  ].join('\n');
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      'data-dir': { type: 'string' },
+      host: { type: 'string' },
+      port: { type: 'string' },
+      'node-config': { type: 'string' },
     },
+    strict: true,
+  });
+  const dataDir = values['data-dir'] ?? env.SPCHAIN_DATA_DIR ?? defaultSidecarOpts.dataDir;
+  const port = intOf(values.port ?? env.SPCHAIN_PORT, 'port', defaultSidecarOpts.port);
+  let stopping = false;
+  const nodeConfig = values['node-config'] ?? env.SPCHAIN_NODE_CONFIG;
+  const sidecar = await startSidecar({
+    dataDir,
+    ...(nodeConfig ? { nodeConfig } : {}),
+    host: values.host ?? env.SPCHAIN_HOST ?? defaultSidecarOpts.host,
+    port,
+    ...(env.REDIS_URL ? { redisUrl: env.REDIS_URL } : {}),
+    ...(env.SPCHAIN_EHR_TOKEN ? { ehrToken: env.SPCHAIN_EHR_TOKEN } : {}),
+    ...(env.SPCHAIN_MAPPING ? { mappingFile: env.SPCHAIN_MAPPING } : {}),
+    ...(env.SPCHAIN_BASE_URL ? { baseUrl: env.SPCHAIN_BASE_URL } : {}),
+    ...(env.SPCHAIN_BODY_LIMIT
+      ? { bodyLimit: intOf(env.SPCHAIN_BODY_LIMIT, 'SPCHAIN_BODY_LIMIT', 0) }
+      : {}),
+    ...(env.SPCHAIN_LOG_LEVEL ? { logLevel: env.SPCHAIN_LOG_LEVEL } : {}),
+    env,
+    onNodeEvent,
+    onWarn: (code, message) => logLine({ source: 'sidecar', event: 'warn', code, message }),
+    onFatal: (err) => {
+      logLine({ source: 'node', event: 'fatal', message: (err as Error).message });
+      if (!stopping) process.exit(1);
+    },
+  });
+  process.stdout.write(`${banner(sidecar, dataDir)}\n`);
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logLine({ source: 'sidecar', event: 'stopping', signal });
+    sidecar.close().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        process.stderr.write(`stop failed: ${(err as Error).message}\n`);
+        process.exit(1);
+      },
+    );
   };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
 }
 
-function step<T>(label: string, f: () => T): T {
-  const t0 = performance.now();
-  const out = f();
-  console.log(`  ${label.padEnd(62)} ${(performance.now() - t0).toFixed(2).padStart(8)} ms`);
-  return out;
-}
-
-const { source, resource } = loadRecord();
-const plaintext = utf8(JSON.stringify(resource));
-console.log(`SPChain crypto core (backend: ${curveBackend().name}, node ${process.versions.node})`);
-console.log(
-  `record: one ${String(resource.resourceType)} from ${source}, ${plaintext.length} bytes\n`,
-);
-
-const patient = step('patient creates a PRE key pair on their device', () => {
-  const sk = umbral.generateSecretKey();
-  return { sk, pk: umbral.publicKeyOf(sk) };
+main().catch((err: unknown) => {
+  const e = err as Error & { code?: string };
+  process.stderr.write(`spchain sidecar: ${e.code ? `${e.code}: ` : ''}${e.message}\n`);
+  process.exit(1);
 });
-const hospitalA = step('hospital A: signing key and chameleon-hash key', () => ({
-  signing: generateSigningKey(),
-  chameleon: generateChameleonKey(),
-}));
-const hospitalB = step('hospital B: PRE key', () => {
-  const sk = umbral.generateSecretKey();
-  return { sk, pk: umbral.publicKeyOf(sk) };
-});
-
-const sealed = step('A encrypts the record to the patient key (Umbral)', () =>
-  umbral.encrypt(patient.pk, plaintext),
-);
-const ctx = utf8('patient-block 7/3 | hospital-A');
-const anchor = step('A anchors sha256(ciphertext) with a chameleon hash', () =>
-  chameleonHash(hospitalA.chameleon.hashKey, ctx, sha256(sealed.ciphertext)),
-);
-const txBody = new Uint8Array([...anchor.digest, ...umbral.encodeCapsule(sealed.capsule)]);
-const txSig = step('A signs the medical transaction', () =>
-  sign(hospitalA.signing.secretKey, 'spchain/medical-tx', txBody),
-);
-console.log(
-  `    capsule ${umbral.encodeCapsule(sealed.capsule).length} B, ciphertext ${sealed.ciphertext.length} B, anchor ${toHex(anchor.digest).slice(0, 16)}…`,
-);
-
-const [kfrag] = step('patient grants hospital B: 1-of-1 kfrag, signed', () =>
-  umbral.generateKFrags({
-    delegatingSk: patient.sk,
-    receivingPk: hospitalB.pk,
-    signerSk: patient.sk,
-    threshold: 1,
-    shares: 1,
-    signDelegatingKey: true,
-    signReceivingKey: true,
-  }),
-);
-const kfragBytes = umbral.encodeKeyFrag(kfrag!);
-const cfragBytes = step('A verifies the kfrag and re-encrypts the capsule', () => {
-  const verified = umbral.verifyKeyFrag(umbral.decodeKeyFrag(kfragBytes), {
-    verifyingPk: patient.pk,
-    delegatingPk: patient.pk,
-    receivingPk: hospitalB.pk,
-  });
-  return umbral.encodeCapsuleFrag(umbral.reencrypt(sealed.capsule, verified));
-});
-const received = step('B checks tx signature, anchor and cfrag proof, then decrypts', () => {
-  if (!verify(hospitalA.signing.publicKey, 'spchain/medical-tx', txBody, txSig))
-    throw new Error('bad tx signature');
-  if (
-    !verifyChameleon(
-      hospitalA.chameleon.hashKey,
-      ctx,
-      sha256(sealed.ciphertext),
-      anchor.digest,
-      anchor.opening,
-    )
-  ) {
-    throw new Error('record does not match its anchor');
-  }
-  const cfrag = umbral.verifyCapsuleFrag(umbral.decodeCapsuleFrag(cfragBytes), {
-    capsule: sealed.capsule,
-    verifyingPk: patient.pk,
-    delegatingPk: patient.pk,
-    receivingPk: hospitalB.pk,
-  });
-  return umbral.decryptReencrypted(
-    hospitalB.sk,
-    patient.pk,
-    sealed.capsule,
-    [cfrag],
-    sealed.ciphertext,
-  );
-});
-console.log(`    B recovered the record byte for byte: ${toHex(received) === toHex(plaintext)}`);
-
-const corrected = utf8(JSON.stringify({ ...resource, status: 'entered-in-error' }));
-const fixedSealed = umbral.encrypt(patient.pk, corrected);
-const opening = step('A corrects the record: chameleon collision, same anchor', () =>
-  chameleonCollision(
-    hospitalA.chameleon.trapdoor,
-    ctx,
-    anchor.digest,
-    sha256(fixedSealed.ciphertext),
-  ),
-);
-const stillAnchored = verifyChameleon(
-  hospitalA.chameleon.hashKey,
-  ctx,
-  sha256(fixedSealed.ciphertext),
-  anchor.digest,
-  opening,
-);
-console.log(`    corrected ciphertext opens the unchanged anchor: ${stillAnchored}`);
-console.log(
-  '\nnpm test runs the interop suite against rust-umbral; npm run bench:crypto measures speed.',
-);

@@ -104,6 +104,16 @@ export const defaultIngestOpts: Omit<IngestOpts, 'fee'> = {
   yieldEvery: 32,
 };
 
+/**
+ * `stage` runs under the ingest's locks once every record is planned, with the results, and may
+ * stage more writes into the ingest's one atomic batch (the HTTP edge's own copy of what its EHR
+ * sent, its AuditEvent): they land together with the records or not at all. Throwing from it
+ * fails the ingest with nothing written.
+ */
+export interface IngestHooks {
+  readonly stage?: (results: readonly IngestResult[], ops: WriteOp[]) => void | Promise<void>;
+}
+
 export interface IngestDeps {
   readonly store: SidecarStore;
   readonly patients: PatientRegistry;
@@ -174,7 +184,7 @@ export class Ingestor {
    * once everything is durable, or rejects with a SidecarError naming the first failing record,
    * having written nothing.
    */
-  async ingest(records: readonly IngestRecord[]): Promise<IngestResult[]> {
+  async ingest(records: readonly IngestRecord[], hooks: IngestHooks = {}): Promise<IngestResult[]> {
     const checked = this.check(records);
     const idHashes = await Promise.all(
       checked.map((c) => this.deps.patients.idHashOf(c.record.patient, c.where)),
@@ -185,7 +195,9 @@ export class Ingestor {
       keys.add(`r:${c.keyHex}`);
       if (c.correction !== null) keys.add(`r:${c.correction.keyHex}`);
     }
-    const { results, own } = await this.locks.with(keys, () => this.write(checked, idHashes));
+    const { results, own } = await this.locks.with(keys, () =>
+      this.write(checked, idHashes, hooks),
+    );
     if (own.length > 0) await this.handOver();
     return results;
   }
@@ -265,6 +277,7 @@ export class Ingestor {
   private async write(
     checked: readonly Checked[],
     idHashes: readonly Bytes[],
+    hooks: IngestHooks,
   ): Promise<{ results: IngestResult[]; own: OwnTxEntry[] }> {
     const { store, institution, txLog } = this.deps;
     const self = institution.index;
@@ -336,6 +349,7 @@ export class Ingestor {
         store.put(ops, 'author', plan.idHash, encodeAuthorState(authorStateOf(plan.block, self)));
       }
     }
+    await hooks.stage?.(results, ops);
     await store.write(ops);
     txLog.committed(own);
     return { results, own };

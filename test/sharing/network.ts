@@ -15,6 +15,7 @@ import { deterministicRandom } from '../../src/crypto/random.ts';
 import { generateSigningKey } from '../../src/crypto/sign.ts';
 import { generateSecretKey, publicKeyOf } from '../../src/crypto/umbral/index.ts';
 import { makeLeafTx } from '../../src/ledger/author.ts';
+import type { PatientIdentity } from '../../src/ledger/idhash.ts';
 import { refKey } from '../../src/ledger/batch.ts';
 import { signBundle, signGrant } from '../../src/ledger/tx.ts';
 import type { BlockRef, Bytes, InstitutionIndex } from '../../src/ledger/types.ts';
@@ -95,8 +96,10 @@ export async function openShareNet(opts: {
   /** Home institution of each patient (every patient has a leaf at its home). */
   homes: readonly number[];
   members: number;
+  /** Patient k's identity (default: a test identifier); e.g. Synthea patients for FHIR tests. */
+  identities?: readonly PatientIdentity[];
 }): Promise<ShareNet> {
-  const fixture = makeLedgerFixture(opts.seed, opts.homes, opts.members);
+  const fixture = makeLedgerFixture(opts.seed, opts.homes, opts.members, opts.identities);
   const secrets = preSecrets(fixture, opts.seed);
   const { genesis } = fixture;
   const dir = mkdtempSync(join(tmpdir(), 'spchain-share-'));

@@ -65,17 +65,19 @@ const CREDIT = 1_000_000_000;
 
 /**
  * `members` institutions; `homes[k]` is the home institution of patient k (each patient has a
- * leaf only at its home). Patient identifiers are test values, not real ones.
+ * leaf only at its home). Patient identifiers are test values, not real ones, unless `identities`
+ * gives patient k's (e.g. a synthetic Synthea patient's).
  */
 export function makeLedgerFixture(
   seed: string,
   homes: readonly number[],
   members = 1,
+  identities: readonly PatientIdentity[] = [],
 ): LedgerFixture {
   const { genesis, institutions, random } = makeNetwork(members, seed);
   const keys = homes.map(() => makePatient(random));
   const patients: TestPatient[] = homes.map((home, k) => {
-    const identity = {
+    const identity = identities[k] ?? {
       system: 'urn:test:national-id',
       value: `${seed}-${k}`,
       birthDate: `1970-01-${String(1 + (k % 28)).padStart(2, '0')}`,

@@ -1,0 +1,468 @@
+/**
+ * The receiving side's FHIR reads (issue 5 parts 6-7), framework-free like service.ts:
+ *
+ *   GET /fhir/Patient/{id}/$everything   _type, _since, _count, _cursor (next links)
+ *       the Patient, every record served for them (this institution's own, and those other
+ *       institutions share with it, verified and decrypted: patient-records.ts), the context the
+ *       records reference and a Provenance per record (search mode `include`), and an
+ *       OperationOutcome (mode `outcome`) with every warning: a record that failed verification
+ *       (named with its holder, never served), a holder that refused (revoked, expired, no
+ *       grant) or could not be reached. A `searchset` Bundle with `total`.
+ *   GET /fhir/{RecordType}?patient={id}  (or subject=, for types whose patient is their subject)
+ *       the same records of one type; `_revinclude=Provenance:target` adds their Provenance.
+ *   GET /fhir/Patient?identifier=system|value[&birthdate=YYYY-MM-DD] (or _id=)
+ *       the patient as this institution names it (patient-lookup.ts): its own Patient, or the
+ *       ledger patient `Patient/{idHash}` of someone registered elsewhere.
+ *   GET /fhir/Patient/{idHash}           a ledger patient (own Patients are read by service.ts).
+ *
+ * Paging: the matches are in a fixed order (the Patient, then type, id, source institution), and
+ * `_cursor` names the last match of the previous page, so a page is stable when records arrive
+ * between requests. `_count` (1-1000, default 50) counts matches; includes ride along with the
+ * matches that reference or target them. `_since` (a FHIR instant, or a date) keeps the records
+ * whose meta.lastUpdated is at or after it; the Patient is always on the first page.
+ *
+ * Every read leaves an AuditEvent naming the patient and the records on the page (audited.ts).
+ */
+import type { Bundle, BundleEntry, OperationOutcomeIssue, Resource } from '@medplum/fhirtypes';
+import { parseFhirDateTime } from '../authz/consent.ts';
+import type { FhirMapping } from '../mapping/mapping.ts';
+import { allReferences, parseRelative } from '../mapping/stored.ts';
+import type { AuditLog } from './audit.ts';
+import { audited } from './audited.ts';
+import { fail, operationOutcome } from './outcome.ts';
+import type { FoundPatient, PatientLookup } from './patient-lookup.ts';
+import {
+  type Collected,
+  compareKeys,
+  type PatientRecords,
+  type ServedMatch,
+  type SortKey,
+} from './patient-records.ts';
+import { parseQuery } from './resource-store.ts';
+import type { RequestContext } from './transaction.ts';
+
+export interface PatientReadsDeps {
+  readonly lookup: Pick<PatientLookup, 'resolve' | 'search' | 'ledgerPatient'>;
+  readonly records: Pick<PatientRecords, 'collect'>;
+  readonly audit: Pick<AuditLog, 'record'>;
+  readonly mapping: Pick<FhirMapping, 'records'>;
+  readonly now?: () => number;
+}
+
+export const DEFAULT_COUNT = 50;
+export const MAX_COUNT = 1000;
+const TYPE = /^[A-Z][A-Za-z]{1,63}$/;
+const ID = /^[A-Za-z0-9\-.]{1,64}$/;
+const DATE = /^\d{4}-\d{2}-\d{2}$/;
+
+type Params = [string, string][];
+
+export class PatientReads {
+  private readonly deps: PatientReadsDeps;
+  private readonly now: () => number;
+
+  constructor(deps: PatientReadsDeps) {
+    this.deps = deps;
+    this.now = deps.now ?? Date.now;
+  }
+
+  /** `GET /fhir/Patient/{id}/$everything?...`. */
+  async everything(id: string, query: string, base: string, ctx: RequestContext): Promise<Bundle> {
+    const params = readParams(query, ['_count', '_type', '_since', '_cursor']);
+    const types = typesOf(params);
+    const since = sinceOf(params);
+    const page = pageOf(params);
+    return audited(
+      this.deps.audit,
+      {
+        interaction: 'operation',
+        ctx,
+        status: 200,
+        entities: (b) => entitiesOf(b),
+        patients: [`Patient/${id}`],
+        now: this.now,
+      },
+      async () => {
+        const patient = await this.patient(id);
+        const got = await this.deps.records.collect(patient, page.cursor !== undefined);
+        const matches = got.matches.filter(
+          (m) =>
+            (types === undefined || types.has(m.key[1])) &&
+            (since === undefined || m.key[0] === 0 || m.updated >= since),
+        );
+        const self = `${base}/Patient/${id}/$everything?${canonical(params)}`;
+        return bundleOf(got, matches, page, self, base, {
+          context: (type) => types === undefined || types.has(type),
+          provenance: true,
+        });
+      },
+    );
+  }
+
+  /** `GET /fhir/{type}?patient=...` (or `subject=`) for a record type. */
+  async searchByPatient(
+    type: string,
+    query: string,
+    base: string,
+    ctx: RequestContext,
+  ): Promise<Bundle> {
+    const mapping = this.deps.mapping.records.get(type);
+    if (mapping === undefined) {
+      throw fail(
+        400,
+        'not-supported',
+        `${type} is not a record type: search by patient is not supported`,
+      );
+    }
+    const subject = mapping.patient === 'subject';
+    const names = [
+      'patient',
+      '_count',
+      '_cursor',
+      '_revinclude',
+      ...(subject ? ['subject', 'subject:Patient'] : []),
+    ];
+    const params = readParams(query, names);
+    const refs = params.filter(([n]) => n === 'patient' || n.startsWith('subject'));
+    if (refs.length !== 1) {
+      throw fail(
+        400,
+        'required',
+        `${type} search needs exactly one ${subject ? 'patient or subject' : 'patient'} parameter`,
+      );
+    }
+    const id = patientId(refs[0]![1], refs[0]![0]);
+    const revinclude = params.filter(([n]) => n === '_revinclude').map(([, v]) => v);
+    if (revinclude.some((v) => v !== 'Provenance:target')) {
+      throw fail(400, 'not-supported', '_revinclude supports Provenance:target only');
+    }
+    const page = pageOf(params);
+    return audited(
+      this.deps.audit,
+      {
+        interaction: 'search-type',
+        ctx,
+        status: 200,
+        entities: (b) => entitiesOf(b),
+        patients: [`Patient/${id}`],
+        now: this.now,
+      },
+      async () => {
+        const patient = await this.patient(id);
+        const got = await this.deps.records.collect(patient, page.cursor !== undefined);
+        const matches = got.matches.filter((m) => m.key[0] === 1 && m.key[1] === type);
+        const self = `${base}/${type}?${canonical(params)}`;
+        return bundleOf(got, matches, page, self, base, {
+          context: () => false,
+          provenance: revinclude.length > 0,
+        });
+      },
+    );
+  }
+
+  /** `GET /fhir/Patient?identifier=system|value[&birthdate=...]` or `?_id=`. */
+  async searchPatients(query: string, base: string, ctx: RequestContext): Promise<Bundle> {
+    const params = readParams(query, ['identifier', 'birthdate', '_id']);
+    const one = (name: string) => {
+      const v = params.filter(([n]) => n === name).map(([, x]) => x);
+      if (v.length > 1) throw fail(400, 'not-supported', `${name} may be given once`);
+      return v[0];
+    };
+    const identifier = one('identifier');
+    const birthdate = one('birthdate')?.replace(/^eq/, '');
+    const id = one('_id');
+    if (birthdate !== undefined && !DATE.test(birthdate)) {
+      throw fail(400, 'invalid', 'birthdate must be a date, YYYY-MM-DD', 'birthdate');
+    }
+    if (id !== undefined && !ID.test(id))
+      throw fail(400, 'invalid', '_id must be a FHIR id', '_id');
+    if ((identifier === undefined) === (id === undefined)) {
+      throw fail(
+        400,
+        'required',
+        'Patient search needs identifier=system|value or _id (one of them)',
+      );
+    }
+    const bar = identifier?.indexOf('|') ?? -1;
+    const token =
+      identifier === undefined
+        ? undefined
+        : bar < 0
+          ? { value: identifier }
+          : {
+              ...(bar > 0 ? { system: identifier.slice(0, bar) } : {}),
+              value: identifier.slice(bar + 1),
+            };
+    if (token !== undefined && token.value === '') {
+      throw fail(400, 'invalid', 'identifier needs a value', 'identifier');
+    }
+    return audited(
+      this.deps.audit,
+      {
+        interaction: 'search-type',
+        ctx,
+        status: 200,
+        entities: (b) => entitiesOf(b),
+        patients: (b) =>
+          (b.entry ?? []).flatMap((e) =>
+            e.resource?.resourceType === 'Patient' ? [`Patient/${e.resource.id}`] : [],
+          ),
+        now: this.now,
+      },
+      async () => {
+        const found = await this.deps.lookup.search({
+          ...(token === undefined ? {} : { identifier: token }),
+          ...(birthdate === undefined ? {} : { birthDate: birthdate }),
+          ...(id === undefined ? {} : { id }),
+        });
+        const entry: BundleEntry[] = found.map((p) => ({
+          fullUrl: `${base}/Patient/${p.id}`,
+          resource: p.resource,
+          search: { mode: 'match' },
+        }));
+        if (
+          found.length === 0 &&
+          token !== undefined &&
+          (token.system === undefined || birthdate === undefined)
+        ) {
+          entry.push(
+            outcomeEntry([
+              {
+                severity: 'information',
+                code: 'informational',
+                details: {
+                  text: 'no Patient here with this identifier; to find a patient registered at another institution, search with identifier=system|value and birthdate=YYYY-MM-DD',
+                },
+              },
+            ]),
+          );
+        }
+        return {
+          resourceType: 'Bundle',
+          type: 'searchset',
+          total: found.length,
+          link: [{ relation: 'self', url: `${base}/Patient?${canonical(params)}` }],
+          entry,
+        };
+      },
+    );
+  }
+
+  /** `GET /fhir/Patient/{idHash}` for a ledger patient; undefined when there is none. */
+  async readLedgerPatient(id: string, ctx: RequestContext): Promise<Resource | undefined> {
+    if (!/^[0-9a-f]{64}$/.test(id)) return undefined;
+    const found = await this.deps.lookup.resolve(id);
+    if (found === undefined || found.own) return undefined;
+    await audited(
+      this.deps.audit,
+      {
+        interaction: 'read',
+        ctx,
+        status: 200,
+        entities: [`Patient/${id}`],
+        patients: [`Patient/${id}`],
+        now: this.now,
+      },
+      async () => found,
+    );
+    return found.resource;
+  }
+
+  private async patient(id: string): Promise<FoundPatient> {
+    if (!ID.test(id)) throw fail(400, 'invalid', 'the Patient id is not a FHIR id');
+    const found = await this.deps.lookup.resolve(id);
+    if (found === undefined) {
+      throw fail(
+        404,
+        'not-found',
+        `Patient/${id} is not known here: find a patient registered elsewhere with Patient?identifier=system|value&birthdate=YYYY-MM-DD`,
+      );
+    }
+    return found;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Query parameters
+
+/** The query's parameters, refusing any not in `allowed` (and `_format`, which the server reads). */
+function readParams(query: string, allowed: readonly string[]): Params {
+  const params = parseQuery(query).filter(([n]) => n !== '_format');
+  const unknown = [...new Set(params.map(([n]) => n).filter((n) => !allowed.includes(n)))];
+  if (unknown.length > 0) {
+    throw fail(
+      400,
+      'not-supported',
+      `unsupported parameter(s) ${unknown.join(', ')}: this supports ${allowed.join(', ')}`,
+    );
+  }
+  return params;
+}
+
+/** The parameters in one order, without the cursor: the self link, and the next's base. */
+function canonical(params: Params): string {
+  return params
+    .filter(([n]) => n !== '_cursor')
+    .map(([n, v]) => `${encodeURIComponent(n)}=${encodeURIComponent(v)}`)
+    .join('&');
+}
+
+function typesOf(params: Params): Set<string> | undefined {
+  const values = params.filter(([n]) => n === '_type').flatMap(([, v]) => v.split(','));
+  if (values.length === 0) return undefined;
+  for (const t of values) {
+    if (!TYPE.test(t.trim())) throw fail(400, 'invalid', '_type must list resource types', '_type');
+  }
+  return new Set(values.map((t) => t.trim()));
+}
+
+function sinceOf(params: Params): number | undefined {
+  const v = params.filter(([n]) => n === '_since');
+  if (v.length === 0) return undefined;
+  const ms = v.length === 1 ? parseFhirDateTime(v[0]![1]) : undefined;
+  if (ms === undefined) {
+    throw fail(
+      400,
+      'invalid',
+      '_since must be one FHIR instant (or date), e.g. 2025-01-31T12:00:00Z',
+      '_since',
+    );
+  }
+  return ms;
+}
+
+interface Page {
+  readonly count: number;
+  readonly cursor?: SortKey;
+}
+
+function pageOf(params: Params): Page {
+  const counts = params.filter(([n]) => n === '_count');
+  const count = counts.length === 0 ? DEFAULT_COUNT : Number(counts[0]![1]);
+  if (counts.length > 1 || !Number.isInteger(count) || count < 1 || count > MAX_COUNT) {
+    throw fail(400, 'invalid', `_count must be an integer in [1, ${MAX_COUNT}]`, '_count');
+  }
+  const cursors = params.filter(([n]) => n === '_cursor');
+  if (cursors.length === 0) return { count };
+  const cursor = cursors.length === 1 ? decodeCursor(cursors[0]![1]) : undefined;
+  if (cursor === undefined)
+    throw fail(400, 'invalid', '_cursor is not one this server made', '_cursor');
+  return { count, cursor };
+}
+
+export function encodeCursor(key: SortKey): string {
+  return Buffer.from(JSON.stringify(key), 'utf8').toString('base64url');
+}
+
+function decodeCursor(text: string): SortKey | undefined {
+  if (!/^[A-Za-z0-9_-]{1,512}$/.test(text)) return undefined;
+  let v: unknown;
+  try {
+    v = JSON.parse(Buffer.from(text, 'base64url').toString('utf8'));
+  } catch {
+    return undefined;
+  }
+  if (
+    !Array.isArray(v) ||
+    v.length !== 4 ||
+    (v[0] !== 0 && v[0] !== 1) ||
+    typeof v[1] !== 'string' ||
+    typeof v[2] !== 'string' ||
+    !Number.isSafeInteger(v[3])
+  ) {
+    return undefined;
+  }
+  return v as unknown as SortKey;
+}
+
+/** `Patient/x`, `x`, or an absolute URL ending in `/Patient/x`: the id x. */
+function patientId(value: string, param: string): string {
+  const m = /^(?:(?:.*\/)?Patient\/)?([A-Za-z0-9\-.]{1,64})$/.exec(value);
+  if (!m) {
+    throw fail(400, 'invalid', `${param} must be Patient/id or an id`, param);
+  }
+  return m[1]!;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bundles
+
+function outcomeEntry(issues: readonly OperationOutcomeIssue[]): BundleEntry {
+  return { resource: operationOutcome(issues), search: { mode: 'outcome' } };
+}
+
+function bundleOf(
+  got: Collected,
+  matches: readonly ServedMatch[],
+  page: Page,
+  self: string,
+  base: string,
+  include: { context: (type: string) => boolean; provenance: boolean },
+): Bundle {
+  const from =
+    page.cursor === undefined ? 0 : matches.findIndex((m) => compareKeys(m.key, page.cursor!) > 0);
+  const start = from < 0 ? matches.length : from;
+  const slice = matches.slice(start, start + page.count);
+  const more = start + page.count < matches.length;
+  const entry: BundleEntry[] = slice.map((m) => ({
+    fullUrl: `${base}/${m.key[1]}/${m.key[2]}`,
+    resource: m.resource,
+    search: { mode: 'match' },
+  }));
+  const included = new Set<string>();
+  for (const m of slice) {
+    for (const ref of allReferences(m.resource)) {
+      const rel = parseRelative(ref);
+      if (rel === undefined || !include.context(rel.resourceType)) continue;
+      const key = `${rel.resourceType}/${rel.id}`;
+      const res = got.context.get(key);
+      if (res === undefined || included.has(key)) continue;
+      included.add(key);
+      entry.push({ fullUrl: `${base}/${key}`, resource: res, search: { mode: 'include' } });
+    }
+  }
+  if (include.provenance) {
+    for (const m of slice) {
+      const p = m.provenance;
+      if (p === undefined || included.has(`Provenance/${p.id}`)) continue;
+      included.add(`Provenance/${p.id}`);
+      entry.push({
+        fullUrl: `${base}/Provenance/${p.id}`,
+        resource: p,
+        search: { mode: 'include' },
+      });
+    }
+  }
+  if (got.issues.length > 0) entry.push(outcomeEntry(got.issues));
+  const last = slice.at(-1);
+  return {
+    resourceType: 'Bundle',
+    type: 'searchset',
+    total: matches.length,
+    link: [
+      { relation: 'self', url: self },
+      ...(more && last !== undefined
+        ? [
+            {
+              relation: 'next',
+              url: `${self}${self.endsWith('?') ? '' : '&'}_cursor=${encodeCursor(last.key)}`,
+            },
+          ]
+        : []),
+    ],
+    entry,
+  };
+}
+
+/** The matches of a Bundle as AuditEvent entities (`Type/id/_history/v`, or `Type/id`). */
+function entitiesOf(b: Bundle): string[] {
+  return (b.entry ?? [])
+    .filter((e) => e.search?.mode === 'match' && e.resource !== undefined)
+    .map((e) => {
+      const r = e.resource!;
+      const v = r.meta?.versionId;
+      return v === undefined
+        ? `${r.resourceType}/${r.id}`
+        : `${r.resourceType}/${r.id}/_history/${v}`;
+    });
+}

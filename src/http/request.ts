@@ -1,0 +1,68 @@
+/**
+ * What the HTTP layer adds to fastify's requests and replies for the FHIR routes: the route's
+ * authorisation rule (route config `auth`), the principal the authorisation hook found, the raw
+ * body bytes, the negotiated response type; and the helpers that answer in FHIR JSON.
+ */
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { AuditAgent } from '../fhir/audit.ts';
+import type { RequestContext } from '../fhir/transaction.ts';
+import type { AuthRule } from './auth.ts';
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** Who may call the route (auth.ts); every route must say. */
+    auth?: AuthRule;
+  }
+  interface FastifyRequest {
+    /** Set by the authorisation hook before any handler runs. */
+    principal: AuditAgent | null;
+    /** The request body as received (FHIR JSON routes). */
+    rawBody: Uint8Array | null;
+    /** The response media type negotiated from Accept and _format. */
+    responseType: string;
+  }
+}
+
+export const FHIR_JSON = 'application/fhir+json';
+
+/** The FHIR service's view of a request: who, which request, and the Prefer header. */
+export function contextOf(req: FastifyRequest): RequestContext {
+  if (req.principal === null) throw new Error('a handler ran without the authorisation hook');
+  const prefer = String(req.headers.prefer ?? '');
+  return {
+    agent: req.principal,
+    requestId: req.id,
+    representation: /\breturn=representation\b/.test(prefer),
+  };
+}
+
+/** The raw body of a FHIR JSON request. */
+export function rawOf(req: FastifyRequest): Uint8Array {
+  return req.rawBody ?? new Uint8Array(0);
+}
+
+/** Sends a FHIR resource with `status`, in the negotiated JSON media type. */
+export function sendFhir(
+  reply: FastifyReply,
+  status: number,
+  body: unknown,
+  headers: Readonly<Record<string, string>> = {},
+): FastifyReply {
+  return reply
+    .code(status)
+    .headers(headers)
+    .type(`${reply.request.responseType || FHIR_JSON}; charset=utf-8`)
+    .send(JSON.stringify(body));
+}
+
+/** The headers of an entry result: Location, ETag, Last-Modified. */
+export function entryHeaders(
+  base: string,
+  r: { location?: string; etag?: string; lastModified?: string },
+): Record<string, string> {
+  return {
+    ...(r.location ? { location: `${base}/${r.location}` } : {}),
+    ...(r.etag ? { etag: r.etag } : {}),
+    ...(r.lastModified ? { 'last-modified': new Date(r.lastModified).toUTCString() } : {}),
+  };
+}
