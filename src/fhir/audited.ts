@@ -10,8 +10,8 @@ import type { RequestContext } from './transaction.ts';
 export interface AuditedCall<T> {
   readonly interaction: AuditInteraction;
   readonly ctx: RequestContext;
-  /** The status of a success. */
-  readonly status: number;
+  /** The status of a success (from the result, or known before). */
+  readonly status: number | ((result: T) => number);
   /** `Type/id` or `Type/id/_history/v`, from the result or known before. */
   readonly entities?: readonly string[] | ((result: T) => readonly string[]);
   /** `Patient/id`. */
@@ -46,6 +46,6 @@ export async function audited<T>(
     await record(o.status, undefined, o.outcome.issue?.map((i) => i.code).join(',') ?? 'error');
     throw err;
   }
-  await record(call.status, result);
+  await record(typeof call.status === 'function' ? call.status(result) : call.status, result);
   return result;
 }

@@ -14,8 +14,8 @@
  *   D computes the idHash and looks for the patient's pinned block.
  *
  * Resolution order for `Patient?identifier=...`: D's own Patients with that identifier (birthdate,
- * if given, must match too); else the registry's link for the identifier; else, with a system and
- * a birthdate, the computed idHash. A ledger patient is returned only if registered on the pinned
+ * if given, must match too); else, with a system and a birthdate, the idHash computed from them;
+ * without a birthdate, the registry's link for the identifier (a patient D's EHR wrote about). A ledger patient is returned only if registered on the pinned
  * ledger. Resolution for `Patient/{id}`: D's own Patient `id`; else, when `id` is an idHash with a
  * pinned block, that ledger patient; else not found. Nothing is written: looking a patient up
  * leaves no link behind (the registry is for the patients D's EHR writes about).
@@ -106,10 +106,12 @@ export class PatientLookup {
     const mine = (await Promise.all(own.map((r) => this.own(r)))).filter((p) => this.matches(p, q));
     if (mine.length > 0 || !ident.system) return mine;
     const identifier = { system: ident.system, value: ident.value };
-    let idHash = await this.linked(identifier);
-    if (idHash === undefined && q.birthDate !== undefined) {
-      idHash = await this.computed(identifier, q.birthDate);
-    }
+    // With a birth date, the idHash of exactly that (identifier, birth date); without, the
+    // patient this institution linked the identifier to.
+    const idHash =
+      q.birthDate === undefined
+        ? await this.linked(identifier)
+        : await this.computed(identifier, q.birthDate);
     if (idHash === undefined) return [];
     const found = await this.ledgerPatient(idHash);
     return found === undefined ? [] : [found];

@@ -21,10 +21,10 @@
  * matches that reference or target them. `_since` (a FHIR instant, or a date) keeps the records
  * whose meta.lastUpdated is at or after it; the Patient is always on the first page.
  *
- * Every read leaves an AuditEvent naming the patient and the records on the page (audited.ts).
+ * Parameters are checked in read-params.ts. Every read leaves an AuditEvent naming the patient and
+ * the records on the page (audited.ts).
  */
 import type { Bundle, BundleEntry, OperationOutcomeIssue, Resource } from '@medplum/fhirtypes';
-import { parseFhirDateTime } from '../authz/consent.ts';
 import type { FhirMapping } from '../mapping/mapping.ts';
 import { allReferences, parseRelative } from '../mapping/stored.ts';
 import type { AuditLog } from './audit.ts';
@@ -36,26 +36,29 @@ import {
   compareKeys,
   type PatientRecords,
   type ServedMatch,
-  type SortKey,
 } from './patient-records.ts';
-import { parseQuery } from './resource-store.ts';
+import {
+  canonical,
+  encodeCursor,
+  type Page,
+  pageOf,
+  patientId,
+  readParams,
+  sinceOf,
+  typesOf,
+} from './read-params.ts';
 import type { RequestContext } from './transaction.ts';
 
 export interface PatientReadsDeps {
-  readonly lookup: Pick<PatientLookup, 'resolve' | 'search' | 'ledgerPatient'>;
+  readonly lookup: Pick<PatientLookup, 'resolve' | 'search'>;
   readonly records: Pick<PatientRecords, 'collect'>;
   readonly audit: Pick<AuditLog, 'record'>;
   readonly mapping: Pick<FhirMapping, 'records'>;
   readonly now?: () => number;
 }
 
-export const DEFAULT_COUNT = 50;
-export const MAX_COUNT = 1000;
-const TYPE = /^[A-Z][A-Za-z]{1,63}$/;
 const ID = /^[A-Za-z0-9\-.]{1,64}$/;
 const DATE = /^\d{4}-\d{2}-\d{2}$/;
-
-type Params = [string, string][];
 
 export class PatientReads {
   private readonly deps: PatientReadsDeps;
@@ -280,108 +283,6 @@ export class PatientReads {
     }
     return found;
   }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Query parameters
-
-/** The query's parameters, refusing any not in `allowed` (and `_format`, which the server reads). */
-function readParams(query: string, allowed: readonly string[]): Params {
-  const params = parseQuery(query).filter(([n]) => n !== '_format');
-  const unknown = [...new Set(params.map(([n]) => n).filter((n) => !allowed.includes(n)))];
-  if (unknown.length > 0) {
-    throw fail(
-      400,
-      'not-supported',
-      `unsupported parameter(s) ${unknown.join(', ')}: this supports ${allowed.join(', ')}`,
-    );
-  }
-  return params;
-}
-
-/** The parameters in one order, without the cursor: the self link, and the next's base. */
-function canonical(params: Params): string {
-  return params
-    .filter(([n]) => n !== '_cursor')
-    .map(([n, v]) => `${encodeURIComponent(n)}=${encodeURIComponent(v)}`)
-    .join('&');
-}
-
-function typesOf(params: Params): Set<string> | undefined {
-  const values = params.filter(([n]) => n === '_type').flatMap(([, v]) => v.split(','));
-  if (values.length === 0) return undefined;
-  for (const t of values) {
-    if (!TYPE.test(t.trim())) throw fail(400, 'invalid', '_type must list resource types', '_type');
-  }
-  return new Set(values.map((t) => t.trim()));
-}
-
-function sinceOf(params: Params): number | undefined {
-  const v = params.filter(([n]) => n === '_since');
-  if (v.length === 0) return undefined;
-  const ms = v.length === 1 ? parseFhirDateTime(v[0]![1]) : undefined;
-  if (ms === undefined) {
-    throw fail(
-      400,
-      'invalid',
-      '_since must be one FHIR instant (or date), e.g. 2025-01-31T12:00:00Z',
-      '_since',
-    );
-  }
-  return ms;
-}
-
-interface Page {
-  readonly count: number;
-  readonly cursor?: SortKey;
-}
-
-function pageOf(params: Params): Page {
-  const counts = params.filter(([n]) => n === '_count');
-  const count = counts.length === 0 ? DEFAULT_COUNT : Number(counts[0]![1]);
-  if (counts.length > 1 || !Number.isInteger(count) || count < 1 || count > MAX_COUNT) {
-    throw fail(400, 'invalid', `_count must be an integer in [1, ${MAX_COUNT}]`, '_count');
-  }
-  const cursors = params.filter(([n]) => n === '_cursor');
-  if (cursors.length === 0) return { count };
-  const cursor = cursors.length === 1 ? decodeCursor(cursors[0]![1]) : undefined;
-  if (cursor === undefined)
-    throw fail(400, 'invalid', '_cursor is not one this server made', '_cursor');
-  return { count, cursor };
-}
-
-export function encodeCursor(key: SortKey): string {
-  return Buffer.from(JSON.stringify(key), 'utf8').toString('base64url');
-}
-
-function decodeCursor(text: string): SortKey | undefined {
-  if (!/^[A-Za-z0-9_-]{1,512}$/.test(text)) return undefined;
-  let v: unknown;
-  try {
-    v = JSON.parse(Buffer.from(text, 'base64url').toString('utf8'));
-  } catch {
-    return undefined;
-  }
-  if (
-    !Array.isArray(v) ||
-    v.length !== 4 ||
-    (v[0] !== 0 && v[0] !== 1) ||
-    typeof v[1] !== 'string' ||
-    typeof v[2] !== 'string' ||
-    !Number.isSafeInteger(v[3])
-  ) {
-    return undefined;
-  }
-  return v as unknown as SortKey;
-}
-
-/** `Patient/x`, `x`, or an absolute URL ending in `/Patient/x`: the id x. */
-function patientId(value: string, param: string): string {
-  const m = /^(?:(?:.*\/)?Patient\/)?([A-Za-z0-9\-.]{1,64})$/.exec(value);
-  if (!m) {
-    throw fail(400, 'invalid', `${param} must be Patient/id or an id`, param);
-  }
-  return m[1]!;
 }
 
 // ---------------------------------------------------------------------------------------------

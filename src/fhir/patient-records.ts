@@ -100,8 +100,6 @@ export interface Collected {
   readonly context: ReadonlyMap<string, Resource>;
   /** Warnings of the shared fetch, and notes (e.g. the patient is not on the ledger). */
   readonly issues: readonly OperationOutcomeIssue[];
-  /** Records served per source institution. */
-  readonly bySource: ReadonlyMap<number, number>;
 }
 
 export function compareKeys(a: SortKey, b: SortKey): number {
@@ -138,7 +136,6 @@ export class PatientRecords {
     const matches: ServedMatch[] = [];
     const context = new Map<string, Resource>();
     const issues: OperationOutcomeIssue[] = [];
-    const bySource = new Map<number, number>();
     const meta = patient.resource.meta;
     matches.push({
       key: [0, 'Patient', patient.id, this.deps.institution.index],
@@ -148,20 +145,19 @@ export class PatientRecords {
     });
     if (patient.idHash === undefined) {
       issues.push(note('this Patient has no identifier and birth date that name a ledger patient'));
-      return { matches, context, issues, bySource };
+      return { matches, context, issues };
     }
     const own = await this.own(patient, patient.idHash, context);
     matches.push(...own);
-    if (own.length > 0) bySource.set(this.deps.institution.index, own.length);
     if (patient.block === undefined) {
       issues.push(note('the patient is not registered on the pinned ledger: nothing is shared'));
     } else if (this.deps.shared !== undefined) {
       const fetch = await this.fetch(patient.idHash, paging);
-      await this.shared(patient, fetch, matches, context, bySource);
+      await this.shared(patient, fetch, matches, context);
       issues.push(...fetch.warnings.map((w) => warningIssue(w, this.deps.memberName?.(w.holder))));
     }
     matches.sort((a, b) => compareKeys(a.key, b.key));
-    return { matches, context, issues, bySource };
+    return { matches, context, issues };
   }
 
   private async fetch(idHash: Bytes, paging: boolean): Promise<SharedFetch> {
@@ -247,7 +243,6 @@ export class PatientRecords {
     fetch: SharedFetch,
     matches: ServedMatch[],
     context: Map<string, Resource>,
-    bySource: Map<number, number>,
   ): Promise<void> {
     const records = [...fetch.records].sort((a, b) => a.provenance.holder - b.provenance.holder);
     const seen = await this.firstSeen(records.map((r) => r.provenance.txHash));
@@ -271,7 +266,6 @@ export class PatientRecords {
         const key = `${res.resourceType}/${String(res.id)}`;
         if (!context.has(key)) context.set(key, withSource(res, holder));
       }
-      bySource.set(holder, (bySource.get(holder) ?? 0) + 1);
     }
   }
 

@@ -84,7 +84,7 @@ export function registerShareRoutes(app: FastifyInstance, deps: ShareRoutesDeps)
     req: FastifyRequest,
     interaction: AuditInteraction,
     entities: readonly string[],
-    status: number,
+    status: (result: T) => number,
     act: () => Promise<T>,
   ): Promise<T> =>
     audited(deps.audit, { interaction, ctx: contextOf(req), status, entities, now }, act);
@@ -112,18 +112,19 @@ export function registerShareRoutes(app: FastifyInstance, deps: ShareRoutesDeps)
       const parsed = parseConsent(grant.consent);
       if (!parsed.ok) throw fail(400, 'invalid', `grant: ${parsed.problem}`, 'consent');
       const { id, grantee } = parsed.value;
-      if (grantee === deps.institution.index) {
-        throw fail(
-          422,
-          'business-rule',
-          'this institution is the grantee: a grant goes only to the institutions holding the records, never to the grantee (its kfrag with the grantee secret key would reveal the patient key)',
-          'consent.provision.actor',
-        );
-      }
-      const accepted = await withAudit(req, 'create', [`Consent/${id}`], 201, () =>
-        sharing.acceptGrant(grant).catch(refusal),
-      );
-      return reply.code(accepted.outcome === 'stored' ? 201 : 200).send(accepted);
+      const status = (a: AcceptedGrant) => (a.outcome === 'stored' ? 201 : 200);
+      const accepted = await withAudit(req, 'create', [`Consent/${id}`], status, async () => {
+        if (grantee === deps.institution.index) {
+          throw fail(
+            422,
+            'business-rule',
+            'this institution is the grantee: a grant goes only to the institutions holding the records, never to the grantee (its kfrag with the grantee secret key would reveal the patient key)',
+            'consent.provision.actor',
+          );
+        }
+        return sharing.acceptGrant(grant).catch(refusal);
+      });
+      return reply.code(status(accepted)).send(accepted);
     });
 
     app.post('/spchain/revocations', signed, async (req, reply) => {
@@ -134,8 +135,12 @@ export function registerShareRoutes(app: FastifyInstance, deps: ShareRoutesDeps)
         throw asBadRequest(err);
       }
       const entity = `Consent/${revocation.consentId}`;
-      await withAudit(req, 'update', [entity], 200, () =>
-        sharing.revoke(revocation).catch(refusal),
+      await withAudit(
+        req,
+        'update',
+        [entity],
+        () => 200,
+        () => sharing.revoke(revocation).catch(refusal),
       );
       return reply.send({ consentId: revocation.consentId, state: 'revoked' });
     });
@@ -159,10 +164,9 @@ export function registerShareRoutes(app: FastifyInstance, deps: ShareRoutesDeps)
         institution: institution as number,
         grant: fromHex(body.grant),
       };
-      const state: LeafState = await withAudit(req, 'operation', [], 202, () =>
-        leaves.add(request),
-      );
-      return reply.code(state === 'present' ? 200 : 202).send({ idHash: body.idHash, state });
+      const status = (state: LeafState) => (state === 'present' ? 200 : 202);
+      const state = await withAudit(req, 'operation', [], status, () => leaves.add(request));
+      return reply.code(status(state)).send({ idHash: body.idHash, state });
     });
   }
 }

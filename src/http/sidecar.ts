@@ -37,6 +37,7 @@ import { readNodeConfig } from '../node/config.ts';
 import type { NodeEvent } from '../node/events.ts';
 import { createLocalnet } from '../node/localnet.ts';
 import { type SpchainNode, startNode } from '../node/node.ts';
+import { P2pError } from '../p2p/index.ts';
 import { openTxQueue, redactRedisUrl, type TxQueue } from '../queue/index.ts';
 import { SidecarCore } from '../sidecar/core.ts';
 import { type ShareRecordHandler, Sharing } from '../sidecar/share.ts';
@@ -146,7 +147,9 @@ export async function startSidecar(o: SidecarOpts): Promise<RunningSidecar> {
   // The node must have its record handler before it starts; sharing needs the started node.
   let holder: ShareRecordHandler | null = null;
   const record: ShareRecordHandler = (request, from, signal) => {
-    if (holder === null) return Promise.reject(new Error('sharing is not ready yet'));
+    if (holder === null) {
+      return Promise.reject(new P2pError('NO_HANDLER', 'sharing is not ready here yet'));
+    }
     return holder(request, from, signal);
   };
   try {
