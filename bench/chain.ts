@@ -20,8 +20,8 @@
  *   machine's busy share from /proc/stat (this runner and anything else included);
  * - mempool bundles at node 0 (max) and warnings (LOAD_PAUSED: a load runner stopped signing
  *   because too many of its txs wait).
- * Offered load rises (400, 800, 1600, 2400, 3200 tx/s in total) until pinned TPS falls below 85% of
- * the nominal offered load. Then group sizes 4, 7, 10 at GROUP_LOAD, and batch shapes (maxBatchTxs,
+ * Offered load rises (400, 800, 1600, 2400, 3200 tx/s in total; bundles of TPB txs, batches of up
+ * to CAP, see below) until pinned TPS falls below 85% of the nominal offered load. Then group sizes 4, 7, 10 at GROUP_LOAD, and batch shapes (maxBatchTxs,
  * txsPerBundle) at 4 institutions and BATCH_LOAD, with 20 s windows (10 s with --quick); then one
  * more step at the best load with V8 CPU profiles of the nodes, summarised by category (where the
  * time goes: signature and chameleon checks, hashing, encoding, libp2p, mempool, load signing...;
@@ -74,9 +74,14 @@ function positiveInts(text: string | undefined, what: string): number[] | undefi
 const QUICK = values.quick;
 const PROFILE_DIR = values.profile;
 const ONLY_LOADS = positiveInts(values.loads, 'loads');
-const TPB = positiveInts(values.tpb, 'tpb')?.[0] ?? 4;
-const CAP = positiveInts(values.cap, 'cap')?.[0] ?? localnetParams.maxBatchTxs;
-const WARMUP_S = 5;
+/**
+ * Defaults: bundles of 16 txs (the sidecar's anchor worker signs up to 256 per bundle) and batches
+ * of up to 2000 txs; the batch-shape sweep compares others, the localnet default included.
+ */
+const TPB = positiveInts(values.tpb, 'tpb')?.[0] ?? 16;
+const CAP = positiveInts(values.cap, 'cap')?.[0] ?? 2000;
+/** After height 1: the loads start once their node pins, and the first batches drain their start. */
+const WARMUP_S = QUICK ? 10 : 15;
 const STEP_S = QUICK ? 10 : 30;
 const SWEEP_S = QUICK ? 10 : 20;
 const LOADS = [400, 800, 1600, 2400, 3200];
@@ -84,11 +89,11 @@ const GROUPS = [4, 7, 10];
 const GROUP_LOAD = 800;
 const BATCH_LOAD = 2400;
 const BATCH_SHAPES = [
-  { maxBatchTxs: 500, txsPerBundle: 4 },
+  { maxBatchTxs: localnetParams.maxBatchTxs, txsPerBundle: 4 },
   { maxBatchTxs: 2000, txsPerBundle: 4 },
-  { maxBatchTxs: 500, txsPerBundle: 16 },
   { maxBatchTxs: 2000, txsPerBundle: 16 },
   { maxBatchTxs: 2000, txsPerBundle: 64 },
+  { maxBatchTxs: 4000, txsPerBundle: 64 },
 ];
 const LABEL_EVERY = 5; // defaultLoadOpts.labelEvery
 const PATIENTS = 4;

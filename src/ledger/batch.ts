@@ -168,15 +168,27 @@ export function batchHash(batch: TxBatch): Bytes {
 }
 
 const valueHashes = new WeakMap<Bytes, Bytes>();
+/** By a digest of the bytes: each copy of a proposal that arrives (re-sends) is a new array. */
+const valueHashesByContent = new Map<string, Bytes>();
+const MAX_VALUE_HASHES_BY_CONTENT = 64;
 
 /**
  * id(v) for batch consensus (BftContext.hashValue): the commitment hash of the encoded batch `v`.
- * Throws if undecodable. Memoised by bytes: callers must not mutate bytes once passed in.
+ * Throws if undecodable. Memoised by bytes object, and by a SHA-256 of the bytes (one pass over
+ * them, against decoding and hashing every tx): callers must not mutate bytes once passed in.
  */
 export const batchValueHash: HashValue = (bytes) => {
   let hash = valueHashes.get(bytes);
   if (hash === undefined) {
-    hash = batchHash(decodeBatch(bytes));
+    const key = toHex(ledgerHash('batch-bytes', bytes));
+    hash = valueHashesByContent.get(key);
+    if (hash === undefined) {
+      hash = batchHash(decodeBatch(bytes));
+      if (valueHashesByContent.size >= MAX_VALUE_HASHES_BY_CONTENT) {
+        valueHashesByContent.delete(valueHashesByContent.keys().next().value!);
+      }
+      valueHashesByContent.set(key, hash);
+    }
     valueHashes.set(bytes, hash);
   }
   return hash;

@@ -4,6 +4,7 @@
  * proposed or certified batch against the pinned state, the fairness check, and id(v) for batch
  * consensus.
  */
+import { toHex } from '../crypto/bytes.ts';
 import {
   type BatchContext,
   type BatchEffects,
@@ -146,15 +147,28 @@ export interface CheckedBatch {
 }
 
 /**
- * Results by batch bytes and pinned state: a proposal is checked when it arrives and again when it
- * is decided. Pure memoisation; callers must not mutate bytes once they have passed them in. The
- * chain is replaced on every pin and the histories with it whenever they change, so the pair
- * identifies the pinned state.
+ * Results by batch and pinned state: a proposal is checked when it arrives and again when it is
+ * decided (possibly as another copy of the same bytes, or the same value rebuilt from storage).
+ * Pure memoisation, keyed by the batch's value hash (its commitment, which covers every tx, bundle
+ * signature and evidence item: the same hash is the same batch) and by the state: the chain is
+ * replaced on every pin and the histories with it whenever they change, so the pair identifies the
+ * pinned state. Bounded: only the latest values are kept.
  */
-const checked = new WeakMap<
-  Bytes,
+const checked = new Map<
+  string,
   WeakMap<PinnedChain, { histories: PinnedState['histories']; out: CheckedBatch }>
 >();
+const MAX_CHECKED_VALUES = 64;
+
+/** The key of `bytes` in `checked`, or null when they do not decode. */
+function checkedKey(bytes: Bytes): string | null {
+  try {
+    return toHex(batchValueHash(bytes));
+  } catch (err) {
+    if (isLedgerError(err)) return null;
+    throw err;
+  }
+}
 
 function uncheckedBatch(state: PinnedState, bytes: Bytes): CheckedBatch {
   const { chain } = state;
@@ -196,10 +210,13 @@ function uncheckedBatch(state: PinnedState, bytes: Bytes): CheckedBatch {
  * payer covers its fees.
  */
 export function checkBatch(state: PinnedState, bytes: Bytes): CheckedBatch {
-  let byChain = checked.get(bytes);
+  const key = checkedKey(bytes);
+  if (key === null) return uncheckedBatch(state, bytes);
+  let byChain = checked.get(key);
   if (byChain === undefined) {
     byChain = new WeakMap();
-    checked.set(bytes, byChain);
+    if (checked.size >= MAX_CHECKED_VALUES) checked.delete(checked.keys().next().value!);
+    checked.set(key, byChain);
   }
   const hit = byChain.get(state.chain);
   if (hit !== undefined && hit.histories === state.histories) return hit.out;

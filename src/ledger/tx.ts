@@ -82,7 +82,26 @@ export function grantMessage(chainId: string, idHash: Bytes, institution: number
   return encode((w) => w.string(chainId).fixed(idHash, HASH_BYTES, 'idHash').varint(institution));
 }
 
+const encodings = new WeakMap<Tx, Bytes>();
+
+/**
+ * The canonical encoding, memoised per tx object (a tx is encoded for its hash, in every batch
+ * and bundle that carries it, and by the store): the memo is never handed out, encodeTx copies it.
+ */
+function encodingOf(tx: Tx): Bytes {
+  let bytes = encodings.get(tx);
+  if (bytes === undefined) {
+    bytes = encodeTxOnce(tx);
+    encodings.set(tx, bytes);
+  }
+  return bytes;
+}
+
 export function encodeTx(tx: Tx): Bytes {
+  return encodingOf(tx).slice();
+}
+
+function encodeTxOnce(tx: Tx): Bytes {
   switch (tx.type) {
     case 'register':
       return encode((w) => {
@@ -188,7 +207,7 @@ const txHashes = new WeakMap<Tx, { hash: Bytes; hex: string | null }>();
 export function txHash(tx: Tx): Bytes {
   let memo = txHashes.get(tx);
   if (memo === undefined) {
-    memo = { hash: txHashOfEncoding(encodeTx(tx)), hex: null };
+    memo = { hash: txHashOfEncoding(encodingOf(tx)), hex: null };
     txHashes.set(tx, memo);
   }
   return memo.hash;
@@ -312,7 +331,7 @@ export function verifyBundleSignature(chainId: string, bundle: Bundle, signingKe
 export function writeBundle(w: Writer, bundle: Bundle): void {
   w.varint(bundle.institution);
   w.list(bundle.txs, (ww, tx) => {
-    const bytes = encodeTx(tx);
+    const bytes = encodingOf(tx);
     ww.fixed(bytes, bytes.length, 'tx');
   });
   w.fixed(bundle.signature, SIG_BYTES, 'bundle signature');

@@ -6,8 +6,8 @@
  *
  * Backpressure: the worker holds until this node has pinned a batch since it started (a sidecar
  * has no use for a node that is not pinning yet: its txs would only pile up), then while this
- * institution's bundles fill half of its mempool quota, or while a bundle the mempool had no room
- * for waits to be submitted again (before anything new, since the bundles after it depend on it);
+ * institution's bundles waiting in the mempool reach about two batches' worth of its share
+ * (roomOf), or while a bundle the mempool had no room for waits to be submitted again (before anything new, since the bundles after it depend on it);
  * it also pauses itself while maxPendingTxs of its txs wait to be pinned.
  *
  * Pin latency: for every bundle signed in this run, the time from its signing to the pin of the
@@ -93,7 +93,7 @@ export class LoadRunner {
     this.o = o;
     this.worker = worker;
     this.now = o.now ?? Date.now;
-    this.room = Math.max(1, Math.floor(o.replica().opts.maxBundlesPerInstitution / 2));
+    this.room = roomOf(o.replica(), o.opts);
     this.seenHeight = o.replica().chain.height;
   }
 
@@ -267,6 +267,19 @@ export class LoadRunner {
     })();
     return this.stopped;
   }
+}
+
+/**
+ * How many of its own bundles this institution lets wait in its mempool before it holds: about two
+ * batches' worth of its share (maxBatchTxs over the members), and no more than half its quota. More
+ * would only lengthen the queue, and so the latency, without pinning more: a batch takes at most
+ * that share of an institution's txs while others have txs waiting (Algorithm 2).
+ */
+function roomOf(replica: Replica, opts: LoadOpts): number {
+  const { params, members } = replica.chain.genesis;
+  const share = (2 * params.maxBatchTxs) / Math.max(1, members.length) / opts.txsPerBundle;
+  const quota = Math.floor(replica.opts.maxBundlesPerInstitution / 2);
+  return Math.max(1, Math.min(quota, Math.ceil(share)));
 }
 
 /** The pinned state of the given patient blocks. */

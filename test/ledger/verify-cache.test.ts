@@ -7,7 +7,8 @@ import {
   verifyChameleon,
 } from '../../src/crypto/chameleon.ts';
 import { deterministicRandom } from '../../src/crypto/random.ts';
-import { verifyChameleonCached } from '../../src/ledger/verify-cache.ts';
+import type { Bundle } from '../../src/ledger/types.ts';
+import { internBundle, sameData, verifyChameleonCached } from '../../src/ledger/verify-cache.ts';
 
 const random = deterministicRandom('verify-cache');
 const key = generateChameleonKey(random);
@@ -57,5 +58,61 @@ describe('memoised chameleon checks', () => {
     const bad = { r: new Uint8Array(3), s: new Uint8Array(3) };
     expect(verifyChameleonCached(key.hashKey, ctx, m1, h.digest, bad)).toBe(false);
     expect(verifyChameleonCached(key.hashKey, ctx, m1, h.digest, null as never)).toBe(false);
+  });
+});
+
+describe('memoised chameleon checks on one opening object', () => {
+  it('never vouch for other inputs, nor for the same object changed in place', () => {
+    const opening = { r: Uint8Array.from(h.opening.r), s: Uint8Array.from(h.opening.s) };
+    expect(verifyChameleonCached(key.hashKey, ctx, m1, h.digest, opening)).toBe(true);
+    expect(verifyChameleonCached(key.hashKey, ctx, m2, h.digest, opening)).toBe(false);
+    expect(verifyChameleonCached(key.hashKey, ctx, m1, h.digest, opening)).toBe(true);
+    const other = generateChameleonKey(random);
+    expect(verifyChameleonCached(other.hashKey, ctx, m1, h.digest, opening)).toBe(false);
+    const message = Uint8Array.from(m1);
+    expect(verifyChameleonCached(key.hashKey, ctx, message, h.digest, opening)).toBe(true);
+    message[0] = message[0]! ^ 1;
+    expect(verifyChameleonCached(key.hashKey, ctx, message, h.digest, opening)).toBe(false);
+    opening.s[0] = opening.s[0]! ^ 1;
+    expect(verifyChameleonCached(key.hashKey, ctx, m1, h.digest, opening)).toBe(false);
+  });
+});
+
+describe('one object per bundle content', () => {
+  const bundle = (fill: number): Bundle => ({
+    institution: 1,
+    txs: [
+      {
+        type: 'medical',
+        block: { i: 1, j: 2 },
+        institution: 1,
+        seq: 3,
+        pointer: new Uint8Array(32).fill(fill),
+        opening: { r: new Uint8Array(32).fill(5), s: new Uint8Array(32).fill(6) },
+        fee: 1,
+      },
+    ],
+    signature: new Uint8Array(64).fill(9),
+  });
+
+  it('gives the first object for a copy that is the same data, and never for different data', () => {
+    const first = internBundle(bundle(7));
+    const copy = bundle(7);
+    expect(copy).not.toBe(first);
+    expect(internBundle(copy)).toBe(first);
+    // Same signature and institution, other content: not replaced.
+    const forged = bundle(8);
+    expect(internBundle(forged)).toBe(forged);
+    const extra = { ...bundle(7), txs: [...bundle(7).txs, ...bundle(7).txs] };
+    expect(internBundle(extra)).toBe(extra);
+  });
+
+  it('sameData compares bytes, arrays and keys', () => {
+    expect(sameData({ a: new Uint8Array([1, 2]) }, { a: new Uint8Array([1, 2]) })).toBe(true);
+    expect(sameData({ a: new Uint8Array([1, 2]) }, { a: new Uint8Array([1, 3]) })).toBe(false);
+    expect(sameData({ a: 1 }, { a: 1, b: undefined })).toBe(false);
+    expect(sameData([1, 2], { 0: 1, 1: 2 })).toBe(false);
+    expect(sameData({ a: [1, { b: 'x' }] }, { a: [1, { b: 'x' }] })).toBe(true);
+    expect(sameData(new Uint8Array([1]), [1])).toBe(false);
   });
 });
