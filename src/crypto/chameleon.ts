@@ -149,11 +149,38 @@ export function chameleonCollision(
   random: RandomBytes = systemRandom,
 ): ChameleonOpening {
   const x = checkSecretScalar(trapdoor, 'chameleon trapdoor');
+  return collide(x, curveBackend().mulBase(x), ctx, digest, newMessage, random);
+}
+
+/**
+ * chameleonCollision with the hash key Y = x·G given (the institution's published key), which
+ * saves a base-point multiplication per collision. The self-check runs against Y, so a key that is
+ * not the trapdoor's fails it (CryptoError CHAMELEON_INVALID) and no opening is returned.
+ */
+export function chameleonCollisionWithKey(
+  trapdoor: Uint8Array,
+  hashKey: Uint8Array,
+  ctx: Uint8Array,
+  digest: Uint8Array,
+  newMessage: Uint8Array,
+  random: RandomBytes = systemRandom,
+): ChameleonOpening {
+  const x = checkSecretScalar(trapdoor, 'chameleon trapdoor');
+  return collide(x, decodePoint(hashKey, 'chameleon hash key'), ctx, digest, newMessage, random);
+}
+
+function collide(
+  x: Uint8Array,
+  y: Uint8Array,
+  ctx: Uint8Array,
+  digest: Uint8Array,
+  newMessage: Uint8Array,
+  random: RandomBytes,
+): ChameleonOpening {
   expectBytes(ctx, 'chameleon context');
   const h = decodeScalar(digest, 'chameleon digest', { nonZero: true });
   expectBytes(newMessage, 'new message');
   const backend = curveBackend();
-  const y = backend.mulBase(x);
   const nonceData = concatBytes(
     NONCE_PREFIX,
     digest,

@@ -106,11 +106,12 @@ export class SidecarCore {
     }, handoverEveryMs);
   }
 
-  /** Stops the worker and the timer; the store, queue and node are the caller's to close. */
+  /** Stops the workers and the timer; the store, queue and node are the caller's to close. */
   async stop(): Promise<void> {
     if (this.timer !== null) clearInterval(this.timer);
     this.timer = null;
     await this.handing;
     await this.anchorer.stop();
+    await this.ingestor.close();
   }
 }

@@ -11,6 +11,12 @@
  * caller acknowledges the bundle only once `ingest` resolves; only then are the txs handed to the
  * queue (the outbox hands them over again after a crash, outbox.ts).
  *
+ * The per-record crypto (encryption, pointer, the collision that signs the tx: ingest-worker-seal.ts)
+ * is most of an ingest's CPU; a bundle with at least `workerMinRecords` new records is sealed in a
+ * worker thread (ingest-worker.ts, randomness from the system CSPRNG there), in one message per
+ * bundle, so the event loop keeps serving other requests meanwhile. Planning (which records are new,
+ * their versions and label targets) and the one atomic write stay here, under the locks.
+ *
  * Idempotent: a record whose resource's latest stored version has the same content hash
  * (canonical.ts) makes no tx and returns the stored version ('unchanged'), so re-posting a bundle
  * is harmless.
@@ -24,13 +30,12 @@
  * applies the label with the highest seq.
  */
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
+import { Piscina } from 'piscina';
 import { equalBytes, toHex } from '../crypto/bytes.ts';
 import type { RandomBytes } from '../crypto/random.ts';
 import { systemRandom } from '../crypto/random.ts';
-import { encodeCapsule, encrypt } from '../crypto/umbral/index.ts';
-import { advanceLeaf, type InstitutionSecrets, makeRecordTx } from '../ledger/author.ts';
+import type { InstitutionSecrets } from '../ledger/author.ts';
 import type { Microblock } from '../ledger/microblock.ts';
-import { encodeTx, txHash } from '../ledger/tx.ts';
 import type { Bytes } from '../ledger/types.ts';
 import { authorBase, authorStateOf, ownLeaf } from './author-view.ts';
 import { contentHash, parseResource } from './canonical.ts';
@@ -48,6 +53,7 @@ import {
   type VersionEntry,
 } from './entries.ts';
 import { SidecarError } from './errors.ts';
+import { Sealer, type SealJob, type SealTask, type SealTaskResult } from './ingest-worker-seal.ts';
 import { KeyedLocks } from './locks.ts';
 import type { OwnTxEntry, TxLog } from './outbox.ts';
 import type { PatientIdentifier, PatientRegistry } from './patients.ts';
@@ -94,15 +100,26 @@ export interface IngestOpts {
   readonly maxRecordBytes: number;
   /** The fee each tx offers (at least the chain's minFee). */
   readonly fee: number;
-  /** Yield to the event loop after this many records' crypto. */
+  /** Yield to the event loop after this many records' crypto (when sealed inline). */
   readonly yieldEvery: number;
+  /**
+   * Worker threads for the records' crypto (0: all inline). Used only with the system's
+   * randomness (deps.random unset): an injected RandomBytes cannot cross threads.
+   */
+  readonly cryptoThreads: number;
+  /** Bundles with fewer new records than this are sealed inline (not worth a worker's trip). */
+  readonly workerMinRecords: number;
 }
 
 export const defaultIngestOpts: Omit<IngestOpts, 'fee'> = {
   maxRecords: 10_000,
   maxRecordBytes: 16 * 1024 * 1024,
   yieldEvery: 32,
+  cryptoThreads: 1,
+  workerMinRecords: 8,
 };
+
+const WORKER_FILE = new URL('./ingest-worker.ts', import.meta.url).href;
 
 /**
  * `stage` runs under the ingest's locks once every record is planned, with the results, and may
@@ -141,11 +158,10 @@ interface Checked {
   readonly correction: { readonly key: Bytes; readonly keyHex: string } | null;
 }
 
-/** Per patient in one ingest: the block authored on so far, and whether it moved. */
+/** Per patient in one ingest: the block its records continue. */
 interface PatientPlan {
   readonly idHash: Bytes;
-  block: Microblock;
-  moved: boolean;
+  readonly block: Microblock;
 }
 
 function invalid(where: string, problem: string): SidecarError {
@@ -169,6 +185,9 @@ export class Ingestor {
   private readonly opts: IngestOpts;
   private readonly random: RandomBytes;
   private readonly locks = new KeyedLocks();
+  private pool: Piscina<SealTask, SealTaskResult> | undefined;
+  /** Bundles sealed so far, by where their crypto ran (metrics and tests). */
+  readonly sealedBundles = { worker: 0, inline: 0 };
 
   constructor(deps: IngestDeps, opts: Pick<IngestOpts, 'fee'> & Partial<IngestOpts>) {
     if (!Number.isSafeInteger(opts.fee) || opts.fee < 0) {
@@ -273,86 +292,141 @@ export class Ingestor {
     });
   }
 
-  /** Under the locks: plans every record, then writes everything in one batch. */
+  /**
+   * Under the locks: plans every record, seals the new ones (ingest-worker-seal.ts, in a worker
+   * for a large bundle), then writes everything in one batch.
+   */
   private async write(
     checked: readonly Checked[],
     idHashes: readonly Bytes[],
     hooks: IngestHooks,
   ): Promise<{ results: IngestResult[]; own: OwnTxEntry[] }> {
     const { store, institution, txLog } = this.deps;
-    const self = institution.index;
     const plans = await this.loadPlans(checked, idHashes);
     const entries = await this.loadResources(checked);
-    const ops: WriteOp[] = [];
-    const own: OwnTxEntry[] = [];
-    const changed = new Map<string, Bytes>();
-    const results: IngestResult[] = [];
-    let crypto = 0;
+    const planList = [...plans.values()];
+    const planIndex = new Map(planList.map((p, n) => [toHex(p.idHash), n]));
+    const jobs: SealJob[] = [];
+    const jobOf = new Map<string, { n: number; idHash: Bytes }>();
+    /** Per record: its stored version ('unchanged') or its job. */
+    const slots: Array<{ unchanged: VersionEntry } | { job: number; entry?: ResourceEntry }> = [];
     for (const [k, c] of checked.entries()) {
       const idHash = idHashes[k]!;
-      const plan = plans.get(toHex(idHash))!;
       const entry = entries.get(c.keyHex);
-      const { resourceType, id } = c.record;
       if (entry !== undefined && !equalBytes(entry.idHash, idHash)) {
         throw new SidecarError(
           'PATIENT_MISMATCH',
           `${c.where}: the resource belongs to another patient`,
-          {
-            where: c.where,
-          },
+          { where: c.where },
         );
       }
       const latest = entry?.versions.at(-1);
       if (latest !== undefined && equalBytes(latest.contentHash, c.contentHash)) {
-        results.push(resultOf(c.record, latest, 'unchanged'));
+        slots.push({ unchanged: latest });
         continue;
       }
-      const target = this.targetOf(c, entry, entries, idHash);
-      const { capsule, ciphertext } = encrypt(
-        plan.block.patientPreKey,
-        c.record.content,
-        this.random,
-      );
-      const pointer = store.vault.stage(ops, { capsule: encodeCapsule(capsule), ciphertext });
-      const fields =
-        target === null
-          ? { type: 'medical' as const, pointer }
-          : { type: 'label' as const, pointer, target };
-      const tx = makeRecordTx(plan.block, institution, fields, this.opts.fee, this.random);
-      plan.block = advanceLeaf(plan.block, tx);
-      plan.moved = true;
-      const hash = txHash(tx);
-      own.push(txLog.stage(ops, hash, encodeTx(tx)));
+      const target = this.targetOf(c, entry, entries, idHash, jobOf, jobs);
+      jobOf.set(c.keyHex, { n: jobs.length, idHash });
+      slots.push(entry === undefined ? { job: jobs.length } : { job: jobs.length, entry });
+      jobs.push({ block: planIndex.get(toHex(idHash))!, content: c.record.content, target });
+    }
+    const { sealed, blocks } = await this.seal({
+      blocks: planList.map((p) => p.block),
+      jobs,
+      institution,
+      fee: this.opts.fee,
+    });
+    const ops: WriteOp[] = [];
+    const own: OwnTxEntry[] = [];
+    const changed = new Map<string, Bytes>();
+    const results: IngestResult[] = [];
+    for (const [k, c] of checked.entries()) {
+      const slot = slots[k]!;
+      if ('unchanged' in slot) {
+        results.push(resultOf(c.record, slot.unchanged, 'unchanged'));
+        continue;
+      }
+      const s = sealed[slot.job]!;
+      const pointer = store.vault.stage(ops, { capsule: s.capsule, ciphertext: s.ciphertext });
+      if (!equalBytes(pointer, s.pointer)) throw new Error(`${c.where}: sealed pointer mismatch`);
+      own.push(txLog.stage(ops, s.txHash, s.encodedTx));
+      const { entry } = slot;
       const version: VersionEntry = {
         version: c.record.version ?? String((entry?.versions.length ?? 0) + 1),
-        kind: tx.type,
-        txHash: hash,
+        kind: s.tx.type,
+        txHash: s.txHash,
         pointer,
         contentHash: c.contentHash,
-        target,
+        target: s.target,
       };
+      const idHash = idHashes[k]!;
       entries.set(c.keyHex, { idHash, versions: [...(entry?.versions ?? []), version] });
       if (entry === undefined) {
         store.put(ops, 'patientRecord', patientRecordKey(idHash, c.key), new Uint8Array(0));
       }
       changed.set(c.keyHex, c.key);
-      results.push(
-        resultOf({ resourceType, id }, version, entry === undefined ? 'created' : 'updated'),
-      );
-      if (++crypto % this.opts.yieldEvery === 0) await yieldToLoop();
+      results.push(resultOf(c.record, version, entry === undefined ? 'created' : 'updated'));
     }
     for (const [keyHex, key] of changed) {
       store.put(ops, 'resource', key, encodeResourceEntry(entries.get(keyHex)!));
     }
-    for (const plan of plans.values()) {
-      if (plan.moved) {
-        store.put(ops, 'author', plan.idHash, encodeAuthorState(authorStateOf(plan.block, self)));
+    const moved = new Set(jobs.map((j) => j.block));
+    for (const [n, plan] of planList.entries()) {
+      const block = blocks[n]!;
+      if (moved.has(n)) {
+        store.put(
+          ops,
+          'author',
+          plan.idHash,
+          encodeAuthorState(authorStateOf(block, institution.index)),
+        );
       }
     }
     await hooks.stage?.(results, ops);
     await store.write(ops);
     txLog.committed(own);
     return { results, own };
+  }
+
+  /**
+   * Seals the jobs: in the worker pool when there is one, the deps bring no randomness of their
+   * own and the bundle has at least `workerMinRecords` new records; else here, yielding to the
+   * event loop every `yieldEvery` records.
+   */
+  private async seal(task: SealTask): Promise<SealTaskResult> {
+    if (task.jobs.length === 0) return { sealed: [], blocks: [...task.blocks] };
+    if (
+      this.opts.cryptoThreads > 0 &&
+      this.deps.random === undefined &&
+      task.jobs.length >= this.opts.workerMinRecords
+    ) {
+      this.pool ??= new Piscina<SealTask, SealTaskResult>({
+        filename: WORKER_FILE,
+        minThreads: this.opts.cryptoThreads,
+        maxThreads: this.opts.cryptoThreads,
+      });
+      try {
+        const done = await this.pool.run(task);
+        this.sealedBundles.worker++;
+        return done;
+      } catch (err) {
+        throw new Error('an ingest crypto worker failed', { cause: err });
+      }
+    }
+    const sealer = new Sealer(task, this.random);
+    while (!sealer.done) {
+      sealer.sealNext();
+      if (sealer.sealed.length % this.opts.yieldEvery === 0) await yieldToLoop();
+    }
+    this.sealedBundles.inline++;
+    return { sealed: sealer.sealed, blocks: sealer.blocks };
+  }
+
+  /** Stops the crypto workers (a later large ingest starts them again). */
+  async close(): Promise<void> {
+    const pool = this.pool;
+    this.pool = undefined;
+    await pool?.destroy();
   }
 
   /** Each patient's registration, leaf check and author view. */
@@ -382,7 +456,7 @@ export class Ingestor {
           `patient block ${reg.ref.i}/${reg.ref.j}: the pinned leaf is not where this institution's own txs left it; unpinned own txs for it cannot be pinned`,
         );
       }
-      plans.set(hex, { idHash, block: base.block, moved: false });
+      plans.set(hex, { idHash, block: base.block });
     }
     return plans;
   }
@@ -408,14 +482,28 @@ export class Ingestor {
 
   /**
    * The medical tx a record corrects, or null for a new resource: the resource named by
-   * `correctionOf`, else the record's own resource when it is stored already (an update).
+   * `correctionOf`, else the record's own resource when it is stored already (an update). A
+   * resource written earlier in this bundle (`jobOf`) is corrected through that job's tx.
    */
   private targetOf(
     c: Checked,
     entry: ResourceEntry | undefined,
     entries: ReadonlyMap<string, ResourceEntry>,
     idHash: Bytes,
-  ): Bytes | null {
+    jobOf: ReadonlyMap<string, { readonly n: number; readonly idHash: Bytes }>,
+    jobs: readonly SealJob[],
+  ): SealJob['target'] {
+    const earlier = c.correction === null ? undefined : jobOf.get(c.correction.keyHex);
+    if (earlier !== undefined) {
+      if (!equalBytes(earlier.idHash, idHash)) {
+        throw new SidecarError(
+          'PATIENT_MISMATCH',
+          `${c.where}: correctionOf names a resource of another patient`,
+          { where: c.where },
+        );
+      }
+      return jobs[earlier.n]!.target ?? earlier.n;
+    }
     const corrected = c.correction === null ? entry : entries.get(c.correction.keyHex);
     if (c.correction === null && corrected === undefined) return null;
     if (corrected === undefined) {

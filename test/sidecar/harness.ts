@@ -8,7 +8,7 @@ import { toHex, utf8 } from '../../src/crypto/bytes.ts';
 import { decodeCapsule, decryptOriginal } from '../../src/crypto/umbral/index.ts';
 import { EmbeddedQueue } from '../../src/queue/embedded.ts';
 import { SidecarCore } from '../../src/sidecar/core.ts';
-import type { IngestRecord } from '../../src/sidecar/ingest.ts';
+import type { IngestOpts, IngestRecord } from '../../src/sidecar/ingest.ts';
 import type { EnqueuePort, JobSource } from '../../src/sidecar/ports.ts';
 import { SidecarStore } from '../../src/sidecar/store.ts';
 import { type LedgerFixture, TEST_ID_COST, TestLedger, type TestPatient } from './ledger.ts';
@@ -28,6 +28,8 @@ export interface HarnessOpts {
   /** Institution the sidecar runs as (default 0). */
   readonly institution?: number;
   readonly maxBundleTxs?: number;
+  /** Ingest options (e.g. cryptoThreads 0: seal every bundle inline). */
+  readonly ingest?: Partial<IngestOpts>;
 }
 
 export async function openHarness(
@@ -50,6 +52,7 @@ export async function openHarness(
     idHashCost: TEST_ID_COST,
     anchor: { takeWaitMs: 0, busyRetryMs: 5, maxBundleTxs: opts.maxBundleTxs ?? 256 },
     warn: (code, message) => warnings.push(`${code}: ${message}`),
+    ...(opts.ingest === undefined ? {} : { ingest: opts.ingest }),
   });
   for (const p of fixture.patients) await core.patients.add(p.identity);
   return {
