@@ -106,8 +106,11 @@ export interface SpchainNode {
   stop(): Promise<void>;
 }
 
+/** An error's message; an Event (libp2p aborts with one) by its type, not as `[object Event]`. */
 function errorText(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
+  if (err instanceof Error) return err.message;
+  if (typeof Event !== 'undefined' && err instanceof Event) return `${err.type} event`;
+  return String(err);
 }
 
 /** Own bundles held longer than this without being pinned are sent again, directly. */

@@ -444,7 +444,7 @@ export class Ingestor {
       if (ownLeaf(reg.block, institution.index) === undefined) {
         throw new SidecarError(
           'NO_LEAF',
-          `${c.where}: this institution has no leaf in the patient's block (no upload grant)`,
+          `${c.where}: this institution has no leaf in the patient's block (no upload grant: the patient runs \`patient allow-upload\` at their home institution)`,
           { where: c.where },
         );
       }

@@ -51,12 +51,24 @@ export async function deleteKeys(prefix: string, url = REDIS_URL): Promise<numbe
   return deleted;
 }
 
+/**
+ * A free port below Linux's ephemeral range (32768-60999), so that between a kill and a restart of
+ * the test's redis-server no other test's listen(0) or outgoing connection can take it.
+ */
 export async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
+  for (let tries = 0; tries < 50; tries++) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    const server = createServer();
+    const free = await new Promise<boolean>((resolve) => {
+      server.once('error', () => resolve(false));
+      server.listen(port, '127.0.0.1', () => resolve(true));
+    });
+    if (free) {
+      await new Promise((resolve) => server.close(resolve));
+      return port;
+    }
+  }
+  throw new Error('no free port found in 20000-31999');
 }
 
 /** A redis-server with appendonly + appendfsync always in `dir`, on `port`. */
@@ -87,7 +99,13 @@ export class OwnRedis {
       if (spawnError)
         throw new Error(`cannot start redis-server: ${(spawnError as Error).message}`);
       if (proc.exitCode !== null) throw new Error(`redis-server exited with ${proc.exitCode}`);
-      const client = new Redis(this.url, { lazyConnect: true, retryStrategy: () => null });
+      // Bounded: a port some other process answers on must not hang the start.
+      const client = new Redis(this.url, {
+        lazyConnect: true,
+        retryStrategy: () => null,
+        connectTimeout: 1000,
+        commandTimeout: 1000,
+      });
       client.on('error', () => {});
       try {
         await client.connect();
