@@ -75,31 +75,18 @@ export class PatientReads {
     const types = typesOf(params);
     const since = sinceOf(params);
     const page = pageOf(params);
-    return audited(
-      this.deps.audit,
-      {
-        interaction: 'operation',
-        ctx,
-        status: 200,
-        entities: (b) => entitiesOf(b),
-        patients: [`Patient/${id}`],
-        now: this.now,
-      },
-      async () => {
-        const patient = await this.patient(id);
-        const got = await this.deps.records.collect(patient, page.cursor !== undefined);
-        const matches = got.matches.filter(
-          (m) =>
-            (types === undefined || types.has(m.key[1])) &&
-            (since === undefined || m.key[0] === 0 || m.updated >= since),
-        );
-        const self = `${base}/Patient/${id}/$everything?${canonical(params)}`;
-        return bundleOf(got, matches, page, self, base, {
-          context: (type) => types === undefined || types.has(type),
-          provenance: true,
-        });
-      },
-    );
+    return this.readPatient('operation', id, page, ctx, (got) => {
+      const matches = got.matches.filter(
+        (m) =>
+          (types === undefined || types.has(m.key[1])) &&
+          (since === undefined || m.key[0] === 0 || m.updated >= since),
+      );
+      const self = `${base}/Patient/${id}/$everything?${canonical(params)}`;
+      return bundleOf(got, matches, page, self, base, {
+        context: (type) => types === undefined || types.has(type),
+        provenance: true,
+      });
+    });
   }
 
   /** `GET /fhir/{type}?patient=...` (or `subject=`) for a record type. */
@@ -140,10 +127,31 @@ export class PatientReads {
       throw fail(400, 'not-supported', '_revinclude supports Provenance:target only');
     }
     const page = pageOf(params);
+    return this.readPatient('search-type', id, page, ctx, (got) => {
+      const matches = got.matches.filter((m) => m.key[0] === 1 && m.key[1] === type);
+      const self = `${base}/${type}?${canonical(params)}`;
+      return bundleOf(got, matches, page, self, base, {
+        context: () => false,
+        provenance: revinclude.length > 0,
+      });
+    });
+  }
+
+  /**
+   * One audited read of patient `id`'s records (own and shared): the page decides whether a
+   * recent fetch may be reused, `answer` picks and pages the matches.
+   */
+  private readPatient(
+    interaction: 'operation' | 'search-type',
+    id: string,
+    page: Page,
+    ctx: RequestContext,
+    answer: (got: Collected) => Bundle,
+  ): Promise<Bundle> {
     return audited(
       this.deps.audit,
       {
-        interaction: 'search-type',
+        interaction,
         ctx,
         status: 200,
         entities: (b) => entitiesOf(b),
@@ -152,13 +160,7 @@ export class PatientReads {
       },
       async () => {
         const patient = await this.patient(id);
-        const got = await this.deps.records.collect(patient, page.cursor !== undefined);
-        const matches = got.matches.filter((m) => m.key[0] === 1 && m.key[1] === type);
-        const self = `${base}/${type}?${canonical(params)}`;
-        return bundleOf(got, matches, page, self, base, {
-          context: () => false,
-          provenance: revinclude.length > 0,
-        });
+        return answer(await this.deps.records.collect(patient, page.cursor !== undefined));
       },
     );
   }
