@@ -70,6 +70,17 @@ const OPTIONS = {
   holder: { type: 'string', multiple: true },
 } as const;
 
+/** The options naming the patient, their key file and the network, for every share command. */
+const SHARE_OPTIONS: readonly (keyof typeof OPTIONS)[] = [
+  'identifier',
+  'birth-date',
+  'id-hash',
+  'key-file',
+  'data-dir',
+  'genesis',
+  'passphrase-env',
+];
+
 const COMMANDS: Record<string, readonly (keyof typeof OPTIONS)[]> = {
   register: [
     'identifier',
@@ -81,43 +92,9 @@ const COMMANDS: Record<string, readonly (keyof typeof OPTIONS)[]> = {
     'token',
     'passphrase-env',
   ],
-  'allow-upload': [
-    'identifier',
-    'birth-date',
-    'id-hash',
-    'key-file',
-    'data-dir',
-    'genesis',
-    'passphrase-env',
-    'institution',
-    'home',
-    'wait',
-  ],
-  grant: [
-    'identifier',
-    'birth-date',
-    'id-hash',
-    'key-file',
-    'data-dir',
-    'genesis',
-    'passphrase-env',
-    'institution',
-    'until',
-    'from',
-    'consent-id',
-    'holder',
-  ],
-  revoke: [
-    'identifier',
-    'birth-date',
-    'id-hash',
-    'key-file',
-    'data-dir',
-    'genesis',
-    'passphrase-env',
-    'consent-id',
-    'holder',
-  ],
+  'allow-upload': [...SHARE_OPTIONS, 'institution', 'home', 'wait'],
+  grant: [...SHARE_OPTIONS, 'institution', 'until', 'from', 'consent-id', 'holder'],
+  revoke: [...SHARE_OPTIONS, 'consent-id', 'holder'],
 };
 
 async function main(argv: string[]): Promise<boolean> {
