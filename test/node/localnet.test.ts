@@ -6,43 +6,27 @@
  * how fast this machine is. The processes are killed in afterAll whatever happened, and the data
  * directory is removed.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { toHex } from '../../src/crypto/bytes.ts';
 import { batchHash } from '../../src/ledger/batch.ts';
-import { createLocalnet, type Localnet } from '../../src/node/localnet.ts';
-import { LedgerStore } from '../../src/store/ledger-store.ts';
-import { Cluster, waitFor } from './cluster.ts';
+import { type Cluster, openTestNet, storedBatches, type TestNet, waitFor } from './cluster.ts';
 
 const N = 4;
 const WAIT_MS = 45_000;
 
-let dir: string;
-let net: Localnet;
+let testNet: TestNet;
 let cluster: Cluster;
-const killOnExit = () => cluster?.killAll();
 
 beforeAll(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'spchain-localnet-'));
-  net = await createLocalnet({
+  testNet = await openTestNet({
     institutions: N,
-    dir,
     patientsPerInstitution: 2,
     load: { txPerSecond: 6, txsPerBundle: 3 },
   });
-  cluster = new Cluster(net.configPaths);
-  process.once('exit', killOnExit);
+  cluster = testNet.cluster;
 }, 60_000);
 
-afterAll(async () => {
-  if (process.env.SPCHAIN_TEST_VERBOSE) console.log(cluster?.warnings.join('\n'));
-  cluster?.killAll();
-  await Promise.all(cluster?.nodes.map((n) => n.stop('SIGKILL', 1000)) ?? []);
-  process.removeListener('exit', killOnExit);
-  if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
-});
+afterAll(() => testNet?.close());
 
 const running = () => cluster.nodes.filter((n) => n.running);
 const minHeight = (nodes = running()) => Math.min(...nodes.map((n) => n.height));
@@ -68,19 +52,9 @@ function expectSameChain(upTo: number): void {
 /** The batch hashes in each node's LevelDB store (all nodes stopped). */
 async function storedChains(): Promise<Map<number, string>[]> {
   const out: Map<number, string>[] = [];
-  for (const dataDir of net.dataDirs) {
-    const store = await LedgerStore.open(join(dataDir, 'ledger'));
-    try {
-      const chain = new Map<number, string>();
-      const tip = store.tip().batch?.height ?? 0;
-      for (let h = 1; h <= tip; h++) {
-        const batch = await store.getBatch(h);
-        chain.set(h, toHex(batchHash(batch!)));
-      }
-      out.push(chain);
-    } finally {
-      await store.close();
-    }
+  for (const dataDir of testNet.net.dataDirs) {
+    const batches = await storedBatches(dataDir);
+    out.push(new Map(batches.map((batch, k) => [k + 1, toHex(batchHash(batch))])));
   }
   return out;
 }
