@@ -1,12 +1,8 @@
 /**
  * The CapabilityStatement of `GET /fhir/metadata` (FHIR R4 4.0.1): what this sidecar does, per
  * resource type, derived from the mapping in force (records, Patient, context and ignored types)
- * plus AuditEvent, and the security it expects: SMART on FHIR, with the token and authorize
- * endpoints in the `oauth-uris` extension.
- *
- * PLACEHOLDER (until the SMART issue, 6): the `token` and `authorize` URLs below name endpoints
- * that do not exist yet; today every route but this one wants the interim static bearer token
- * (src/http/auth.ts). The security description says so too.
+ * plus AuditEvent, and the security it expects: SMART on FHIR, with the authorisation server's
+ * endpoints (src/smart/routes.ts) in the `oauth-uris` extension.
  */
 import type {
   CapabilityStatement,
@@ -25,10 +21,17 @@ export interface CapabilityInfo {
   readonly date: string;
 }
 
-/** PLACEHOLDER URLs for SMART App Launch / Backend Services (issue 6 replaces them). */
-export function smartPlaceholderUrls(base: string): { token: string; authorize: string } {
-  const root = base.replace(/\/fhir\/?$/, '');
-  return { token: `${root}/auth/token`, authorize: `${root}/auth/authorize` };
+/** The SMART authorisation server's endpoints for a FHIR base (src/smart/routes.ts). */
+export function smartUrls(
+  base: string,
+): Record<'token' | 'authorize' | 'revoke' | 'introspect', string> {
+  const smart = `${base.replace(/\/fhir\/?$/, '')}/smart`;
+  return {
+    token: `${smart}/token`,
+    authorize: `${smart}/authorize`,
+    revoke: `${smart}/revoke`,
+    introspect: `${smart}/introspect`,
+  };
 }
 
 const COUNT_PARAM = {
@@ -133,7 +136,7 @@ export function capabilityStatement(
     ],
     documentation: 'One AuditEvent for every read and every write through this API.',
   });
-  const urls = smartPlaceholderUrls(info.base);
+  const urls = smartUrls(info.base);
   return {
     resourceType: 'CapabilityStatement',
     status: 'active',
@@ -155,7 +158,7 @@ export function capabilityStatement(
           'PATCH are refused: the ledger never forgets, so a wrong record is corrected by an update ' +
           'or marked entered-in-error.',
         security: {
-          cors: false,
+          cors: true,
           service: [
             {
               coding: [
@@ -167,15 +170,18 @@ export function capabilityStatement(
             },
           ],
           description:
-            'PLACEHOLDER: the SMART token and authorize endpoints below are not served yet (issue 6). ' +
-            'Until then every interaction but GET /metadata needs the interim static bearer token ' +
-            'configured for the EHR (Authorization: Bearer <token>).',
+            'SMART App Launch 2 (standalone patient launch, PKCE S256, v1 and v2 scopes; the patient ' +
+            'approves with the keys of their registration) and SMART Backend Services ' +
+            '(client_credentials with private_key_jwt); discovery at .well-known/smart-configuration. ' +
+            'An EHR may also use the static bearer token configured for it.',
           extension: [
             {
               url: 'http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris',
               extension: [
                 { url: 'token', valueUri: urls.token },
                 { url: 'authorize', valueUri: urls.authorize },
+                { url: 'revoke', valueUri: urls.revoke },
+                { url: 'introspect', valueUri: urls.introspect },
               ],
             },
           ],

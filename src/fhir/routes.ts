@@ -18,9 +18,18 @@
  *   GET    /fhir/Patient?identifier=|birthdate=|_id=   this institution's name for a patient
  *   GET    /fhir/Patient/:idHash                  a ledger patient (registered elsewhere)
  *   DELETE, PATCH /fhir/:type/:id                 405: the ledger never forgets
+ *
+ * What a token may do (http/auth.ts requireAccess, authz/access.ts): writes need create/update
+ * scopes on every type written (a patient's token writes nothing); searches need search on the
+ * type and, for a patient's token, `patient=` (or `subject=`) naming its patient; `$everything`
+ * needs the token's patient (or a system token); reads by id of a patient's token reach only its
+ * Patient. What a granular scope (`?category=`) does not cover is left out of the answers.
  */
-import type { CapabilityStatement } from '@medplum/fhirtypes';
+import type { Bundle, CapabilityStatement } from '@medplum/fhirtypes';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { type Access, permitted } from '../authz/access.ts';
+import type { Interaction } from '../authz/scopes.ts';
+import { requireAccess, requireEverything } from '../http/auth.ts';
 import { contextOf, entryHeaders, rawOf, sendFhir } from '../http/request.ts';
 import { fail, issue, OutcomeError } from './outcome.ts';
 import type { PatientReads } from './patient-reads.ts';
@@ -69,12 +78,16 @@ export function registerFhirRoutes(app: FastifyInstance, deps: FhirRoutesDeps): 
   );
 
   app.post('/fhir', ehr, async (req, reply) => {
+    for (const [type, interaction] of bundleAccess(req.body)) {
+      requireAccess(req, { resourceType: type, interaction, compartment: false });
+    }
     const result = await service.postBundle(req.body, rawOf(req), contextOf(req));
     return sendFhir(reply, 200, responseBundle(result));
   });
 
   app.post<{ Params: TypeParams }>('/fhir/:type', ehr, async (req, reply) => {
     const type = storedType(req.params.type, true);
+    requireAccess(req, { resourceType: type, interaction: 'c', compartment: false });
     const ifNoneExist = header(req, 'if-none-exist');
     const r = await service.create(type, req.body, rawOf(req), ifNoneExist, contextOf(req));
     return sendFhir(reply, r.status, r.resource ?? {}, entryHeaders(deps.base(req), r));
@@ -86,6 +99,7 @@ export function registerFhirRoutes(app: FastifyInstance, deps: FhirRoutesDeps): 
     target: { id: string } | { query: string },
   ) => {
     const type = storedType(req.params.type, true);
+    requireAccess(req, { resourceType: type, interaction: 'u', compartment: false });
     const ifMatch = header(req, 'if-match');
     const r = await service.update(type, target, req.body, rawOf(req), ifMatch, contextOf(req));
     return sendFhir(reply, r.status, r.resource ?? {}, entryHeaders(deps.base(req), r));
@@ -114,6 +128,9 @@ export function registerFhirRoutes(app: FastifyInstance, deps: FhirRoutesDeps): 
     const type = storedType(req.params.type);
     const { reads } = deps;
     const base = deps.base(req);
+    if (type === 'AuditEvent' || type === 'Patient') {
+      requireAccess(req, { resourceType: type, interaction: 's', compartment: false });
+    }
     if (type === 'AuditEvent') {
       return sendFhir(reply, 200, await service.searchAudit(query(req), base, contextOf(req)));
     }
@@ -121,11 +138,14 @@ export function registerFhirRoutes(app: FastifyInstance, deps: FhirRoutesDeps): 
       return sendFhir(reply, 200, await reads.searchPatients(query(req), base, contextOf(req)));
     }
     if (reads !== undefined) {
-      return sendFhir(
-        reply,
-        200,
-        await reads.searchByPatient(type, query(req), base, contextOf(req)),
-      );
+      const patient = patientParam(query(req));
+      const access = requireAccess(req, {
+        resourceType: type,
+        interaction: 's',
+        ...(patient !== undefined ? { patient } : {}),
+      });
+      const found = await reads.searchByPatient(type, query(req), base, contextOf(req));
+      return sendFhir(reply, 200, visible(access, 'r', found));
     }
     throw fail(400, 'not-supported', `search on ${type} is not supported by this sidecar`);
   });
@@ -136,16 +156,15 @@ export function registerFhirRoutes(app: FastifyInstance, deps: FhirRoutesDeps): 
       throw fail(400, 'not-supported', '$everything is not supported by this sidecar');
     }
     const id = checkId(req.params.id);
-    return sendFhir(
-      reply,
-      200,
-      await reads.everything(id, query(req), deps.base(req), contextOf(req)),
-    );
+    const access = requireEverything(req, id);
+    const found = await reads.everything(id, query(req), deps.base(req), contextOf(req));
+    return sendFhir(reply, 200, visible(access, 'r', found));
   });
 
   app.get<{ Params: IdParams }>('/fhir/:type/:id', ehr, async (req, reply) => {
     const type = storedType(req.params.type);
     const id = checkId(req.params.id);
+    requireAccess(req, readRequest(type, id));
     const ctx = contextOf(req);
     try {
       const found = await service.read(type, id, ctx);
@@ -163,6 +182,7 @@ export function registerFhirRoutes(app: FastifyInstance, deps: FhirRoutesDeps): 
 
   app.get<{ Params: IdParams }>('/fhir/:type/:id/_history', ehr, async (req, reply) => {
     const type = storedType(req.params.type);
+    requireAccess(req, readRequest(type, req.params.id));
     const bundle = await service.history(
       type,
       checkId(req.params.id),
@@ -174,6 +194,7 @@ export function registerFhirRoutes(app: FastifyInstance, deps: FhirRoutesDeps): 
 
   app.get<{ Params: VersionParams }>('/fhir/:type/:id/_history/:vid', ehr, async (req, reply) => {
     const type = storedType(req.params.type);
+    requireAccess(req, readRequest(type, req.params.id));
     const found = await service.vread(type, checkId(req.params.id), req.params.vid, contextOf(req));
     return sendFhir(reply, 200, found.resource, versionHeaders(found));
   });
@@ -197,6 +218,69 @@ export function registerFhirRoutes(app: FastifyInstance, deps: FhirRoutesDeps): 
       },
     });
   }
+}
+
+/** A read by id: of a Patient, in that patient's compartment; of anything else, by a non-patient token. */
+function readRequest(type: string, id: string) {
+  return type === 'Patient'
+    ? { resourceType: type, interaction: 'r' as const, patient: id }
+    : { resourceType: type, interaction: 'r' as const, compartment: false };
+}
+
+/** The patient a search names: `patient=id`, `patient=Patient/id` or `subject=Patient/id`. */
+function patientParam(q: string): string | undefined {
+  const params = new URLSearchParams(q);
+  const named = [...params.getAll('patient'), ...params.getAll('subject')].map((v) =>
+    v.startsWith('Patient/') ? v.slice('Patient/'.length) : v,
+  );
+  const distinct = new Set(named);
+  return distinct.size === 1 ? [...distinct][0] : undefined;
+}
+
+/** The types and interactions a transaction or batch Bundle's entries ask for. */
+function bundleAccess(body: unknown): Array<[string, Interaction]> {
+  const entries = (body as Bundle | null)?.entry;
+  if (!Array.isArray(entries)) return [];
+  const out = new Map<string, [string, Interaction]>();
+  for (const e of entries) {
+    const method = e?.request?.method;
+    const type = e?.resource?.resourceType ?? String(e?.request?.url ?? '').split(/[/?]/)[0];
+    if (typeof type !== 'string' || !/^[A-Z][A-Za-z]{1,63}$/.test(type)) continue;
+    const interaction: Interaction =
+      method === 'PUT' ? 'u' : method === 'GET' ? 's' : method === 'DELETE' ? 'd' : 'c';
+    out.set(`${type} ${interaction}`, [type, interaction]);
+  }
+  return [...out.values()];
+}
+
+/**
+ * A searchset with what a granular scope does not cover left out: matches the token may not see,
+ * and Provenance whose targets were all left out. OperationOutcomes stay.
+ */
+function visible(access: Access, interaction: Interaction, bundle: Bundle): Bundle {
+  if (access.kind === 'ehr' || bundle.entry === undefined) return bundle;
+  const resources = bundle.entry.map((e) => e.resource).filter((r) => r !== undefined);
+  const plain = resources.filter(
+    (r) => r.resourceType !== 'OperationOutcome' && r.resourceType !== 'Provenance',
+  );
+  const kept = new Set(permitted(access, interaction, plain));
+  const keptRefs = new Set([...kept].map((r) => `${r.resourceType}/${r.id}`));
+  const entry = bundle.entry.filter((e) => {
+    const r = e.resource;
+    if (r === undefined || r.resourceType === 'OperationOutcome') return true;
+    if (r.resourceType === 'Provenance') {
+      return (r.target ?? []).some((t) =>
+        keptRefs.has(String(t.reference ?? '').split('/_history')[0] ?? ''),
+      );
+    }
+    return kept.has(r);
+  });
+  const dropped = bundle.entry.length - entry.length;
+  return {
+    ...bundle,
+    entry,
+    ...(bundle.total !== undefined ? { total: Math.max(0, bundle.total - dropped) } : {}),
+  };
 }
 
 function header(req: FastifyRequest, name: string): string | undefined {

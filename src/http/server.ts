@@ -97,6 +97,36 @@ export function buildHttpServer(
     }
   });
 
+  // OAuth 2.0 endpoints take forms (RFC 6749); nothing else here does.
+  app.addContentTypeParser(
+    'application/x-www-form-urlencoded',
+    { parseAs: 'string', bodyLimit: 64 * 1024 },
+    (req, body, done) => {
+      if (!req.url.startsWith('/smart/')) {
+        return done(
+          fail(
+            415,
+            'not-supported',
+            'Content-Type must be application/fhir+json or application/json',
+          ),
+          undefined,
+        );
+      }
+      const params = new URLSearchParams(body as string);
+      const form: Record<string, string> = Object.create(null);
+      for (const [k, v] of params) {
+        if (k in form) {
+          return done(
+            fail(400, 'invalid', `the form repeats the parameter ${k.slice(0, 64)}`),
+            undefined,
+          );
+        }
+        form[k] = v;
+      }
+      done(null, form);
+    },
+  );
+
   // Every route must say who may call it.
   app.addHook('onRoute', (route) => {
     const rule = route.config?.auth;
@@ -110,7 +140,7 @@ export function buildHttpServer(
   app.addHook('onRequest', async (req, reply) => {
     reply.header('x-request-id', req.id);
     const rule: AuthRule = req.routeOptions.config?.auth ?? 'ehr';
-    req.principal = authoriser.authorise(rule, req.headers.authorization, req.ip);
+    req.principal = await authoriser.authorise(rule, req.headers.authorization, req.ip);
     req.responseType = negotiate(req);
   });
 

@@ -89,8 +89,15 @@ describe('GET /fhir/metadata', () => {
     const uris = rest.security?.extension?.find(
       (e) => e.url === 'http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris',
     );
-    expect(uris?.extension?.map((e) => e.url).sort()).toEqual(['authorize', 'token']);
-    expect(rest.security?.description).toMatch(/PLACEHOLDER/);
+    expect(uris?.extension?.map((e) => e.url).sort()).toEqual([
+      'authorize',
+      'introspect',
+      'revoke',
+      'token',
+    ]);
+    const token = uris?.extension?.find((e) => e.url === 'token')?.valueUri;
+    expect(token).toMatch(/\/smart\/token$/);
+    expect(rest.security?.description).toMatch(/Backend Services/);
   });
 
   it('answers application/json when that is all the client accepts, 406 for XML', async () => {
