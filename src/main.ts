@@ -14,12 +14,14 @@
  * Environment: SPCHAIN_DATA_DIR, SPCHAIN_HOST, SPCHAIN_PORT (the flags win), REDIS_URL,
  * SPCHAIN_EHR_TOKEN (interim static bearer token; default: <data>/ehr-token), SPCHAIN_MAPPING
  * (a mapping file), SPCHAIN_BASE_URL (the FHIR base clients see), SPCHAIN_BODY_LIMIT (bytes),
- * SPCHAIN_LOG_LEVEL (info, warn, silent).
+ * SPCHAIN_LOG_LEVEL (info, warn, silent), SPCHAIN_DIRECTORY (JSON: member index -> the public base
+ * URL of that institution's sidecar, for the patient portal).
  *
  * Logs are JSON lines on stdout (requests, node warnings and keyblocks), without patient data.
  */
-import { isAbsolute, relative, resolve } from 'node:path';
+import { isAbsolute, join, relative, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { parseDirectory } from './http/patient-routes.ts';
 import { defaultSidecarOpts, type RunningSidecar, startSidecar } from './http/sidecar.ts';
 import type { NodeEvent } from './node/events.ts';
 
@@ -65,7 +67,9 @@ function banner(s: RunningSidecar, dataDir: string): string {
     `  metadata    ${s.fhirBase}/metadata`,
     `  queue       ${s.queueKind}`,
     `  data        ${data}`,
-    `  EHR token   ${s.tokenFile ? shown(s.tokenFile) : 'from SPCHAIN_EHR_TOKEN'} (interim static bearer token, until SMART)`,
+    `  EHR token   ${s.tokenFile ? shown(s.tokenFile) : 'from SPCHAIN_EHR_TOKEN'} (static bearer token; SMART Backend Services also work)`,
+    `  SMART       ${s.fhirBase}/.well-known/smart-configuration (clients: ${shown(join(dataDir, 'smart-clients.json'))})`,
+    `  portal      ${s.url}/portal/`,
     '',
     'Register a patient first (their keys go to a key file that only the patient keeps):',
     `  SPCHAIN_PATIENT_PASSPHRASE='choose one' npm run cli -- patient register --sidecar ${s.url} --data-dir ${data} \\`,
@@ -105,6 +109,7 @@ async function main(): Promise<void> {
       ? { bodyLimit: intOf(env.SPCHAIN_BODY_LIMIT, 'SPCHAIN_BODY_LIMIT', 0) }
       : {}),
     ...(env.SPCHAIN_LOG_LEVEL ? { logLevel: env.SPCHAIN_LOG_LEVEL } : {}),
+    ...(env.SPCHAIN_DIRECTORY ? { directory: parseDirectory(env.SPCHAIN_DIRECTORY) } : {}),
     env,
     onNodeEvent,
     onWarn: (code, message) => logLine({ source: 'sidecar', event: 'warn', code, message }),

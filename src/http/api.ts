@@ -6,6 +6,7 @@
  */
 import type { Resource } from '@medplum/fhirtypes';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { RandomBytes } from '../crypto/random.ts';
 import { AuditLog } from '../fhir/audit.ts';
 import { capabilityStatement } from '../fhir/capability.ts';
 import { PatientBinder } from '../fhir/patient-binding.ts';
@@ -25,10 +26,15 @@ import type { FhirMapping } from '../mapping/mapping.ts';
 import type { SidecarCore } from '../sidecar/core.ts';
 import type { PatientLedger } from '../sidecar/patients.ts';
 import type { Sharing } from '../sidecar/share.ts';
-import { staticTokenAuthoriser } from './auth.ts';
+import type { ClientRegistry } from '../smart/clients.ts';
+import { registerSmartRoutes } from '../smart/routes.ts';
+import type { TokenService } from '../smart/tokens.ts';
+import { bearerAuthoriser } from './auth.ts';
 import { LeafAuthor } from './leaf-author.ts';
-import { registerSpchainRoutes } from './registration.ts';
+import { type ReputationView, registerPatientRoutes } from './patient-routes.ts';
+import { type RegistrationDeps, registerSpchainRoutes } from './registration.ts';
 import { buildHttpServer, type HttpOpts } from './server.ts';
+import { registerShareLinkRoutes } from './share-link-routes.ts';
 import { registerShareRoutes } from './share-routes.ts';
 
 export const SOFTWARE = { name: 'spchain-sidecar', version: '0.1.0' };
@@ -45,7 +51,9 @@ export interface FhirApiParts {
    * fetches what others share ($everything, searches by patient). Without it, those serve this
    * institution's own records only, and the grant routes do not exist.
    */
-  readonly sharing?: Pick<Sharing, 'acceptGrant' | 'revoke'> & SharedSource;
+  readonly sharing?: Pick<Sharing, 'acceptGrant' | 'revoke'> &
+    Partial<Pick<Sharing, 'consentState' | 'consentIds'>> &
+    SharedSource;
   /**
    * What makes leaf txs for this institution's patients (POST /spchain/leaves): its keys and its
    * node's mempool. Without it, that route does not exist.
@@ -54,10 +62,25 @@ export interface FhirApiParts {
     readonly keys: InstitutionSecrets & { readonly signingSecret: Bytes };
     readonly submitBundle: (bundle: TxBundle) => Verdict;
   };
+  /**
+   * The network's sidecars: member index -> public base URL (e.g. from SPCHAIN_DIRECTORY, see
+   * patient-routes.ts parseDirectory), listed by GET /spchain/institutions.
+   */
+  readonly directory?: ReadonlyMap<number, string>;
+  /** The node's current reputations and consensus group, for GET /spchain/institutions. */
+  readonly reputation?: () => ReputationView | Promise<ReputationView>;
+  /** The HTTP client the share-link open route reaches the link's issuer with (default fetch). */
+  readonly fetch?: typeof fetch;
+  readonly random?: RandomBytes;
   readonly mapping: FhirMapping;
   readonly validator: { validate(resource: Resource, text?: string): Promise<ValidationResult> };
   /** INTERIM: the EHR's static bearer token (auth.ts). */
   readonly ehrToken: string;
+  /**
+   * The SMART authorisation server (src/smart): its token service and registered clients. With
+   * it, FHIR routes also take its access tokens, and /smart/* and discovery exist.
+   */
+  readonly smart?: { readonly tokens: TokenService; readonly clients: ClientRegistry };
   /** The FHIR base URL clients see; default: from each request's Host. */
   readonly baseUrl?: string;
   readonly idHashCost?: IdHashCost;
@@ -143,8 +166,20 @@ export function createFhirApi(p: FhirApiParts): FhirApi {
   const types = new Set(['Patient', ...p.mapping.records.keys(), ...p.mapping.contextTypes]);
   const date = new Date((p.now ?? Date.now)()).toISOString();
   const base = (req: FastifyRequest) => p.baseUrl ?? `${req.protocol}://${req.host}/fhir`;
+  const registration: RegistrationDeps = {
+    chainId: p.genesis.chainId,
+    self: p.institution.index,
+    submitRegister: p.submitRegister,
+    ledger: p.ledger,
+    anchorStatus,
+    audit,
+    ...(p.now ? { now: p.now } : {}),
+  };
+  const sharing = p.sharing;
+  const consentState = sharing?.consentState?.bind(sharing);
+  const consentIds = sharing?.consentIds?.bind(sharing);
   const app = buildHttpServer(
-    staticTokenAuthoriser(p.ehrToken),
+    bearerAuthoriser({ staticToken: p.ehrToken, ...(p.smart ? { tokens: p.smart.tokens } : {}) }),
     (server) => {
       registerFhirRoutes(server, {
         service,
@@ -159,14 +194,49 @@ export function createFhirApi(p: FhirApiParts): FhirApi {
             date,
           }),
       });
-      registerSpchainRoutes(server, {
+      if (p.smart !== undefined) {
+        registerSmartRoutes(server, {
+          chainId: p.genesis.chainId,
+          clients: p.smart.clients,
+          tokens: p.smart.tokens,
+          ledger: p.ledger,
+          audit,
+          ...(p.now ? { now: p.now } : {}),
+        });
+      }
+      registerSpchainRoutes(server, registration);
+      registerPatientRoutes(server, {
         chainId: p.genesis.chainId,
-        self: p.institution.index,
-        submitRegister: p.submitRegister,
+        institution: p.institution,
+        members: p.genesis.members,
+        idHashKey: p.genesis.idHashKey,
+        ...(p.idHashCost ? { idHashCost: p.idHashCost } : {}),
+        store: core.store,
+        resources,
         ledger: p.ledger,
+        registration,
         anchorStatus,
         audit,
+        ...(consentIds ? { consentIds } : {}),
+        ...(p.directory ? { directory: p.directory } : {}),
+        ...(p.reputation ? { reputation: p.reputation } : {}),
+        base,
         ...(p.now ? { now: p.now } : {}),
+        ...(p.random ? { random: p.random } : {}),
+      });
+      registerShareLinkRoutes(server, {
+        chainId: p.genesis.chainId,
+        institution: p.institution,
+        members: p.genesis.members,
+        ledger: p.ledger,
+        db,
+        audit,
+        ...(consentState ? { consentState } : {}),
+        ...(p.leafAuthor ? { signingSecret: p.leafAuthor.keys.signingSecret } : {}),
+        base,
+        ...(p.fetch ? { fetch: p.fetch } : {}),
+        ...(p.now ? { now: p.now } : {}),
+        ...(p.random ? { random: p.random } : {}),
       });
       registerShareRoutes(server, {
         chainId: p.genesis.chainId,

@@ -42,6 +42,8 @@ import { openTxQueue, redactRedisUrl, type TxQueue } from '../queue/index.ts';
 import { SidecarCore } from '../sidecar/core.ts';
 import { type ShareRecordHandler, Sharing } from '../sidecar/share.ts';
 import { SidecarStore } from '../sidecar/store.ts';
+import { ClientRegistry, readClientsFile } from '../smart/clients.ts';
+import { loadOrCreateSigningKey, TokenService } from '../smart/tokens.ts';
 import { createFhirApi } from './api.ts';
 import { checkToken } from './auth.ts';
 import { defaultHttpOpts } from './server.ts';
@@ -65,6 +67,11 @@ export interface SidecarOpts {
   readonly mappingFile?: string;
   /** The FHIR base URL clients see (behind a proxy); unset: http://host:port/fhir. */
   readonly baseUrl?: string;
+  /**
+   * The network's sidecars, member index -> public base URL (SPCHAIN_DIRECTORY), for the patient
+   * portal to reach the holders of a patient's records.
+   */
+  readonly directory?: ReadonlyMap<number, string>;
   readonly bodyLimit?: number;
   readonly logLevel?: string;
   /** The environment (REDIS_URL aside), for the node config's passphraseEnv. */
@@ -102,6 +109,12 @@ export const networkPaths = (dataDir: string) => {
     config: join(dir, 'inst-0', 'config.json'),
   };
 };
+
+/** The SMART files of a data directory: registered clients, the token signing key. */
+export const smartPaths = (dataDir: string) => ({
+  clients: join(dataDir, 'smart-clients.json'),
+  signingKey: join(dataDir, 'smart-signing-key.json'),
+});
 
 /** Makes the one-institution network on first start (atomically: a half-made one is remade). */
 export async function ensureNetwork(dataDir: string): Promise<void> {
@@ -153,9 +166,19 @@ export async function startSidecar(o: SidecarOpts): Promise<RunningSidecar> {
     return holder(request, from, signal);
   };
   try {
+    // Reputations and the consensus group as the last closed chunk left them (the portal lists them).
+    let reputation = { reputations: new Map<number, number>(), group: [] as number[] };
     const node = await startNode({
       config,
-      onEvent: (e) => o.onNodeEvent?.(e),
+      onEvent: (e) => {
+        if (e.event === 'chunk') {
+          reputation = {
+            reputations: new Map(Object.entries(e.reputations).map(([k, v]) => [Number(k), v])),
+            group: [...e.group],
+          };
+        }
+        o.onNodeEvent?.(e);
+      },
       onFatal: (err) => o.onFatal?.(err),
       record,
     });
@@ -193,6 +216,15 @@ export async function startSidecar(o: SidecarOpts): Promise<RunningSidecar> {
     const validator = new FhirValidator();
     closers.push(() => validator.close());
     await validator.start();
+    // SMART: the registered clients, and the key access tokens are signed with (made once).
+    const paths = smartPaths(dataDir);
+    const clients = new ClientRegistry(await readClientsFile(paths.clients));
+    let fhirBase = o.baseUrl ?? '';
+    const tokens = new TokenService({
+      fhirBase: () => fhirBase,
+      key: await loadOrCreateSigningKey(paths.signingKey),
+      db: store.db,
+    });
     const { app } = createFhirApi({
       core,
       ledger: node.ledger,
@@ -204,6 +236,9 @@ export async function startSidecar(o: SidecarOpts): Promise<RunningSidecar> {
       mapping,
       validator,
       ehrToken: token.token,
+      smart: { tokens, clients },
+      reputation: () => reputation,
+      ...(o.directory ? { directory: o.directory } : {}),
       ...(o.baseUrl ? { baseUrl: o.baseUrl } : {}),
       http: {
         bodyLimit: o.bodyLimit ?? defaultHttpOpts.bodyLimit,
@@ -216,6 +251,7 @@ export async function startSidecar(o: SidecarOpts): Promise<RunningSidecar> {
     const port = typeof address === 'object' && address !== null ? address.port : o.port;
     const host = o.host.includes(':') ? `[${o.host}]` : o.host;
     const url = `http://${host}:${port}`;
+    fhirBase ||= `${url}/fhir`;
     return {
       url,
       fhirBase: o.baseUrl ?? `${url}/fhir`,

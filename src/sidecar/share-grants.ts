@@ -17,6 +17,7 @@ import {
   checkGrant,
   type DenyReason,
   decideAmong,
+  decideShare,
   decodeGrant,
   encodeGrant,
   type Grant,
@@ -46,6 +47,9 @@ export interface ShareGrantsDeps {
 }
 
 export type AcceptOutcome = 'stored' | 'revoked';
+
+/** What a holder knows of one Consent for its grantee (ShareGrants.consentState). */
+export type ConsentState = 'active' | 'revoked' | 'none' | DenyReason | 'UNKNOWN_PATIENT';
 
 export interface AcceptedGrant {
   readonly outcome: AcceptOutcome;
@@ -198,6 +202,46 @@ export class ShareGrants {
       return { allow: false, reason: 'REVOKED', message: 'the patient revoked the grant' };
     }
     return decision;
+  }
+
+  /**
+   * Read-only, for the patient's own views (share links, audit): what this holder knows of the
+   * Consent `consentId` of the patient for `grantee` at `now`: 'active' when a held grant under it
+   * would let the grantee read now, 'revoked' when the patient revoked it, 'none' when no grant
+   * under that id is held for that grantee, else the refusal (authz DenyReason).
+   */
+  async consentState(
+    idHash: Bytes,
+    consentId: string,
+    grantee: InstitutionIndex,
+    now: number,
+  ): Promise<ConsentState> {
+    if (await this.isRevoked(idHash, consentId)) return 'revoked';
+    const subject = await this.subjectOf(idHash);
+    if (subject === undefined) return 'UNKNOWN_PATIENT';
+    const grant = (await this.grantsFor(idHash, grantee)).find(
+      (g) => parseConsent(g.consent).ok && (g.consent as { id?: unknown }).id === consentId,
+    );
+    if (grant === undefined) return 'none';
+    const d = decideShare(grant, subject, this.deps.preKeyOf, {
+      requester: grantee,
+      now,
+      revoked: new Set(),
+    });
+    return d.allow ? 'active' : d.reason;
+  }
+
+  /** Read-only: the ids of the patient's Consents held here, and of those revoked, sorted. */
+  async consentIds(idHash: Bytes): Promise<string[]> {
+    const ids = new Set<string>();
+    for (const g of await scanPrefix(this.deps.store, 'grant', idHash, decodeGrant)) {
+      const id = (g.value.consent as { id?: unknown }).id;
+      if (typeof id === 'string') ids.add(id);
+    }
+    for (const t of await scanPrefix(this.deps.store, 'revocation', idHash, decodeTombstone)) {
+      ids.add(t.value.consentId);
+    }
+    return [...ids].sort();
   }
 
   /** Records the revocation (with the grantees whose grants it removes) and removes them. */

@@ -30,6 +30,9 @@
  *                          when this node has no pinned block for the patient. A record that
  *                          fails any check is a warning and is never in `records`.
  *   forget(idHash)         receiver: drop the cached shared records of a patient.
+ *   consentState(idHash, consentId, grantee), consentIds(idHash)
+ *                          holder, read-only: whether a Consent is active for its grantee
+ *                          now; the patient's Consent ids known here (share links, audit).
  *
  * Grants and revocations over HTTP or in files: authz/grant.ts grantToJson / grantFromJson and
  * authz/consent.ts revocationToJson / revocationFromJson (bytes as lowercase hex; the decoders
@@ -41,7 +44,12 @@ import type { RandomBytes } from '../crypto/random.ts';
 import type { Bytes, Genesis, InstitutionIndex, Member } from '../ledger/types.ts';
 import { SidecarError } from './errors.ts';
 import type { Warn } from './ports.ts';
-import { type AcceptedGrant, type GrantLedger, ShareGrants } from './share-grants.ts';
+import {
+  type AcceptedGrant,
+  type ConsentState,
+  type GrantLedger,
+  ShareGrants,
+} from './share-grants.ts';
 import { type HolderLedger, ShareHolder, type ShareHolderOpts } from './share-holder.ts';
 import {
   type ReceiverLedger,
@@ -54,7 +62,7 @@ import type { SidecarStore } from './store.ts';
 
 export type { ConsentRevocation } from '../authz/consent.ts';
 export type { DenyReason, Grant } from '../authz/grant.ts';
-export type { AcceptedGrant } from './share-grants.ts';
+export type { AcceptedGrant, ConsentState } from './share-grants.ts';
 export type {
   HolderOutcome,
   RecordTransport,
@@ -153,6 +161,16 @@ export class Sharing {
 
   revoke(revocation: ConsentRevocation): Promise<void> {
     return this.grants.revoke(revocation);
+  }
+
+  /** Read-only: the state of one Consent for `grantee` now (ShareGrants.consentState). */
+  consentState(idHash: Bytes, consentId: string, grantee: InstitutionIndex): Promise<ConsentState> {
+    return this.grants.consentState(idHash, consentId, grantee, this.now());
+  }
+
+  /** Read-only: the patient's Consent ids known here, held or revoked (ShareGrants.consentIds). */
+  consentIds(idHash: Bytes): Promise<string[]> {
+    return this.grants.consentIds(idHash);
   }
 
   fetchShared(idHash: Bytes, opts: { signal?: AbortSignal } = {}): Promise<SharedFetch> {

@@ -15,6 +15,7 @@
  * or from the caller; `parseClients` checks every field and names the one that is wrong. Only
  * public keys are kept here: a client's private key never leaves the client.
  */
+import { readFile, rename, writeFile } from 'node:fs/promises';
 import { parseScopes } from '../authz/scopes.ts';
 
 export type ClientKind = 'public' | 'confidential' | 'backend';
@@ -197,4 +198,48 @@ export class ClientRegistry {
   get size(): number {
     return this.byId.size;
   }
+}
+
+/** The clients file of a data directory: `{ "clients": [...] }`; missing means none. */
+export async function readClientsFile(path: string): Promise<SmartClient[]> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw new ClientConfigError(path, `cannot be read: ${(err as Error).message}`);
+  }
+  let doc: unknown;
+  try {
+    doc = JSON.parse(text);
+  } catch {
+    throw new ClientConfigError(path, 'is not valid JSON');
+  }
+  return parseClients(doc, path);
+}
+
+/**
+ * Registers (or replaces, with `replace`) a client in the clients file, atomically (a temporary
+ * file renamed over it). The running sidecar reads the file at start.
+ */
+export async function addClientToFile(
+  path: string,
+  client: unknown,
+  o: { replace?: boolean } = {},
+): Promise<SmartClient> {
+  const parsed = parseClient(client, 'client');
+  const clients = await readClientsFile(path);
+  const at = clients.findIndex((c) => c.clientId === parsed.clientId);
+  if (at >= 0 && !o.replace) {
+    throw new ClientConfigError(
+      `client ${parsed.clientId}`,
+      'is registered already (use --replace)',
+    );
+  }
+  if (at >= 0) clients[at] = parsed;
+  else clients.push(parsed);
+  const tmp = `${path}.tmp-${process.pid}`;
+  await writeFile(tmp, `${JSON.stringify({ clients }, null, 2)}\n`, { mode: 0o600 });
+  await rename(tmp, path);
+  return parsed;
 }

@@ -4,6 +4,7 @@
  *   GET  /fhir/.well-known/smart-configuration   discovery (also at /.well-known/...)
  *   GET  /smart/jwks.json                         the public key access tokens are signed with
  *   GET  /smart/authorize                         a standalone launch's authorisation request
+ *   GET  /smart/authorize/requests/:id            what a pending request asks (portal, CLI)
  *   POST /smart/authorize/decision                the patient's signed approval (or refusal)
  *   POST /smart/token                             authorization_code (PKCE S256), refresh_token,
  *                                                 client_credentials (private_key_jwt)
@@ -220,15 +221,7 @@ export function registerSmartRoutes(app: FastifyInstance, deps: SmartRoutesDeps)
       expires: now() + PENDING_MS,
     };
     pending.set(id, p);
-    const view = {
-      request: id,
-      chainId: deps.chainId,
-      client: { id: client.clientId, name: client.name },
-      scope: p.scope,
-      aud: p.aud,
-      expires: new Date(p.expires).toISOString(),
-      decision: `${tokens.issuer}/authorize/decision`,
-    };
+    const view = viewOf(id, p);
     if (wantsJson(req)) return reply.type('application/json').send(view);
     return reply
       .header('content-security-policy', "default-src 'none'; style-src 'unsafe-inline'")
@@ -242,6 +235,26 @@ export function registerSmartRoutes(app: FastifyInstance, deps: SmartRoutesDeps)
   app.post('/smart/authorize', pub, async (req, reply) =>
     authorize(req, reply, (req.body ?? {}) as Record<string, unknown>),
   );
+
+  /** What a pending request asks, for the patient's device (portal, CLI) to show and sign. */
+  const viewOf = (id: string, p: Pending) => ({
+    request: id,
+    chainId: deps.chainId,
+    client: { id: p.client.clientId, name: p.client.name },
+    scope: p.scope,
+    aud: p.aud,
+    expires: new Date(p.expires).toISOString(),
+    decision: `${tokens.issuer}/authorize/decision`,
+  });
+
+  app.get<{ Params: { id: string } }>('/smart/authorize/requests/:id', pub, async (req, reply) => {
+    sweep();
+    const p = pending.get(req.params.id);
+    if (p === undefined) {
+      throw fail(404, 'not-found', 'no such pending authorisation request (it may have expired)');
+    }
+    return reply.type('application/json').send(viewOf(req.params.id, p));
+  });
 
   app.post('/smart/authorize/decision', pub, async (req, reply) => {
     const b = (req.body ?? {}) as Record<string, unknown>;

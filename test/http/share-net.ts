@@ -7,7 +7,7 @@
  */
 import type { Bundle } from '@medplum/fhirtypes';
 import { expect } from 'vitest';
-import { createFhirApi, type FhirApi } from '../../src/http/api.ts';
+import { createFhirApi, type FhirApi, type FhirApiParts } from '../../src/http/api.ts';
 import type { PatientIdentity } from '../../src/ledger/idhash.ts';
 import { openShareNet, type ShareNet } from '../sharing/network.ts';
 import type { TestPatient } from '../sidecar/ledger.ts';
@@ -26,6 +26,8 @@ export async function openShareApiNet(
   seed: string,
   identities: readonly PatientIdentity[],
   members: number,
+  /** More API parts for an institution (e.g. its SMART server, on its store's database). */
+  extra: (inst: ShareNet['institutions'][number]) => Partial<FhirApiParts> = () => ({}),
 ): Promise<ShareApiNet> {
   const net = await openShareNet({
     seed,
@@ -53,6 +55,7 @@ export async function openShareApiNet(
       ehrToken: TOKEN,
       idHashCost: TEST_ID_COST,
       http: { logLevel: 'silent' },
+      ...extra(inst),
     }),
   );
   for (const api of apis) await api.app.ready();
