@@ -86,23 +86,37 @@ async function get(url: string, bearer?: string) {
 const why = (b: unknown) =>
   (b as OperationOutcome).issue?.map((i) => i.diagnostics ?? i.details?.text).join(' ');
 
+/**
+ * An authorize URL: a valid standalone launch request, with `over` replacing parameters (or
+ * removing them, when undefined).
+ */
+function authorizeUrl(over: Record<string, string | undefined> = {}): string {
+  const params: Record<string, string | undefined> = {
+    response_type: 'code',
+    client_id: APP.id,
+    redirect_uri: APP.redirect,
+    scope: 'launch/patient patient/*.rs',
+    state: 'st-123',
+    aud: BASE,
+    code_challenge: 'A'.repeat(43),
+    code_challenge_method: 'S256',
+    ...over,
+  };
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) if (v !== undefined) q.set(k, v);
+  return `/smart/authorize?${q}`;
+}
+
 /** A standalone launch up to the token response; `approve` signs as patient `k` of the fixture. */
 async function launch(o: { scope?: string; verifier?: string; patient?: number } = {}) {
   const verifier = randomBytes(32).toString('base64url');
   const challenge = createHash('sha256').update(verifier).digest('base64url');
-  const q = new URLSearchParams({
-    response_type: 'code',
-    client_id: APP.id,
-    redirect_uri: APP.redirect,
-    scope: o.scope ?? 'launch/patient patient/*.rs offline_access',
-    state: 'st-123',
-    aud: BASE,
-    code_challenge: challenge,
-    code_challenge_method: 'S256',
-  });
   const view = await app.inject({
     method: 'GET',
-    url: `/smart/authorize?${q}`,
+    url: authorizeUrl({
+      scope: o.scope ?? 'launch/patient patient/*.rs offline_access',
+      code_challenge: challenge,
+    }),
     headers: { accept: 'application/json' },
   });
   expect(view.statusCode).toBe(200);
@@ -329,7 +343,11 @@ describe('standalone patient launch', () => {
     expect(unknown.statusCode).toBe(400);
     const noPkce = await app.inject({
       method: 'GET',
-      url: `/smart/authorize?${new URLSearchParams({ response_type: 'code', client_id: APP.id, redirect_uri: APP.redirect, scope: 'patient/*.rs', state: 's1', aud: BASE })}`,
+      url: authorizeUrl({
+        state: 's1',
+        code_challenge: undefined,
+        code_challenge_method: undefined,
+      }),
     });
     expect(noPkce.statusCode).toBe(302);
     const to = new URL(noPkce.headers.location as string);
@@ -339,14 +357,14 @@ describe('standalone patient launch', () => {
     expect(to.searchParams.get('state')).toBe('s1');
     const plain = await app.inject({
       method: 'GET',
-      url: `/smart/authorize?${new URLSearchParams({ response_type: 'code', client_id: APP.id, redirect_uri: APP.redirect, scope: 'patient/*.rs', state: 's1', aud: BASE, code_challenge: 'x'.repeat(43), code_challenge_method: 'plain' })}`,
+      url: authorizeUrl({ code_challenge_method: 'plain' }),
     });
     expect(new URL(plain.headers.location as string).searchParams.get('error')).toBe(
       'invalid_request',
     );
     const aud = await app.inject({
       method: 'GET',
-      url: `/smart/authorize?${new URLSearchParams({ response_type: 'code', client_id: APP.id, redirect_uri: APP.redirect, scope: 'patient/*.rs', state: 's1', aud: 'https://other/fhir', code_challenge: 'x'.repeat(43), code_challenge_method: 'S256' })}`,
+      url: authorizeUrl({ aud: 'https://other/fhir' }),
     });
     expect(new URL(aud.headers.location as string).searchParams.get('error_description')).toMatch(
       /aud/,
@@ -355,24 +373,18 @@ describe('standalone patient launch', () => {
 
   it("issues a code only for the patient's own signature, and a token for their compartment only", async () => {
     const verifier = randomBytes(32).toString('base64url');
-    const q = new URLSearchParams({
-      response_type: 'code',
-      client_id: APP.id,
-      redirect_uri: APP.redirect,
-      scope: 'launch/patient patient/*.rs',
+    const url = authorizeUrl({
       state: 'z',
-      aud: BASE,
       code_challenge: createHash('sha256').update(verifier).digest('base64url'),
-      code_challenge_method: 'S256',
     });
-    const html = await app.inject({ method: 'GET', url: `/smart/authorize?${q}` });
+    const html = await app.inject({ method: 'GET', url });
     expect(html.headers['content-type']).toMatch(/text\/html/);
     expect(html.body).toMatch(/Chart app asks to read your records/);
     const view = JSON.parse(
       (
         await app.inject({
           method: 'GET',
-          url: `/smart/authorize?${q}`,
+          url,
           headers: { accept: 'application/json' },
         })
       ).body,
@@ -530,21 +542,12 @@ describe('standalone patient launch', () => {
   });
 
   it('a declined request goes back with access_denied', async () => {
-    const q = new URLSearchParams({
-      response_type: 'code',
-      client_id: APP.id,
-      redirect_uri: APP.redirect,
-      scope: 'patient/*.rs',
-      state: 'n',
-      aud: BASE,
-      code_challenge: 'A'.repeat(43),
-      code_challenge_method: 'S256',
-    });
+    const url = authorizeUrl({ scope: 'patient/*.rs', state: 'n' });
     const view = JSON.parse(
       (
         await app.inject({
           method: 'GET',
-          url: `/smart/authorize?${q}`,
+          url,
           headers: { accept: 'application/json' },
         })
       ).body,
