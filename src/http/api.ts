@@ -29,6 +29,7 @@ import type { Sharing } from '../sidecar/share.ts';
 import type { ClientRegistry } from '../smart/clients.ts';
 import { registerSmartRoutes } from '../smart/routes.ts';
 import type { TokenService } from '../smart/tokens.ts';
+import { registerAccessRequestRoutes } from './access-request-routes.ts';
 import { bearerAuthoriser } from './auth.ts';
 import { LeafAuthor } from './leaf-author.ts';
 import { type ReputationView, registerPatientRoutes } from './patient-routes.ts';
@@ -67,7 +68,7 @@ export interface FhirApiParts {
    * patient-routes.ts parseDirectory), listed by GET /spchain/institutions.
    */
   readonly directory?: ReadonlyMap<number, string>;
-  /** The node's current reputations and consensus group, for GET /spchain/institutions. */
+  /** The node's current reputations and consensus group: GET /spchain/institutions, access requests. */
   readonly reputation?: () => ReputationView | Promise<ReputationView>;
   /** The HTTP client the share-link open route reaches the link's issuer with (default fetch). */
   readonly fetch?: typeof fetch;
@@ -234,6 +235,20 @@ export function createFhirApi(p: FhirApiParts): FhirApi {
         ...(consentState ? { consentState } : {}),
         ...(p.leafAuthor ? { signingSecret: p.leafAuthor.keys.signingSecret } : {}),
         base,
+        ...(p.fetch ? { fetch: p.fetch } : {}),
+        ...(p.now ? { now: p.now } : {}),
+        ...(p.random ? { random: p.random } : {}),
+      });
+      registerAccessRequestRoutes(server, {
+        chainId: p.genesis.chainId,
+        institution: p.institution,
+        members: p.genesis.members,
+        ledger: p.ledger,
+        db,
+        audit,
+        ...(p.reputation ? { reputation: p.reputation } : {}),
+        ...(p.leafAuthor ? { signingSecret: p.leafAuthor.keys.signingSecret } : {}),
+        ...(p.directory ? { directory: p.directory } : {}),
         ...(p.fetch ? { fetch: p.fetch } : {}),
         ...(p.now ? { now: p.now } : {}),
         ...(p.random ? { random: p.random } : {}),

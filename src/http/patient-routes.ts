@@ -74,7 +74,7 @@ import { contextOf } from './request.ts';
 export const CORS_HEADERS: Readonly<Record<string, string>> = {
   'access-control-allow-origin': '*',
   'access-control-allow-headers': `content-type, ${PATIENT_REQUEST_HEADER}`,
-  'access-control-allow-methods': 'GET, POST, OPTIONS',
+  'access-control-allow-methods': 'GET, PUT, POST, OPTIONS',
   'access-control-max-age': '600',
 };
 

@@ -49,6 +49,7 @@ import type { PatientLedger } from '../sidecar/patients.ts';
 import type { ConsentState } from '../sidecar/share-grants.ts';
 import { type Db, openSublevel, type Sublevel } from '../store/db.ts';
 import { openSeal, sealIn } from '../store/values.ts';
+import { postToSidecar } from './forward.ts';
 import { corsRoute, registerPreflight } from './patient-routes.ts';
 import { contextOf } from './request.ts';
 
@@ -281,38 +282,12 @@ async function redeemAt(
   payload: ShareLinkPayload,
   redemption: Record<string, unknown>,
 ): Promise<RedeemAnswer> {
-  let res: Response;
-  let json: unknown;
-  try {
-    res = await http(`${payload.issuer}/spchain/share-links/redeem`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', accept: 'application/json' },
-      body: JSON.stringify(redemption),
-      redirect: 'error',
-      signal: AbortSignal.timeout(REDEEM_TIMEOUT_MS),
-    });
-    json = await res.json();
-  } catch {
-    throw fail(502, 'transient', "the link's issuer could not be reached or did not answer JSON");
-  }
-  if (!res.ok) {
-    const issue = (
-      json as { issue?: { code?: unknown; details?: { text?: unknown; coding?: unknown } }[] }
-    )?.issue?.[0];
-    const text =
-      typeof issue?.details?.text === 'string' ? issue.details.text : `HTTP ${res.status}`;
-    const status = res.status >= 400 && res.status < 500 ? res.status : 502;
-    throw new OutcomeError(status, [
-      {
-        severity: 'error',
-        code: typeof issue?.code === 'string' ? (issue.code as IssueType) : 'exception',
-        details: {
-          ...(Array.isArray(issue?.details?.coding) ? { coding: issue.details.coding } : {}),
-          text: `the link's issuer refused it: ${text.slice(0, 300)}`,
-        },
-      },
-    ]);
-  }
+  const { json } = await postToSidecar(
+    http,
+    `${payload.issuer}/spchain/share-links/redeem`,
+    redemption,
+    { who: "the link's issuer", timeoutMs: REDEEM_TIMEOUT_MS },
+  );
   const a = json as Partial<RedeemAnswer> | null;
   if (
     a === null ||
