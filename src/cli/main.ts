@@ -1,31 +1,35 @@
 /**
- * `npm run cli -- <command>`: the sidecar's command line for what the patient portal (issue 6)
- * will also do. Commands:
+ * `npm run cli -- <group> <command>`: the sidecar's command line, doing what the patient portal
+ * (issue 6) does, from the patient's own key file. Commands (args.ts USAGE has every option):
  *
- *   patient register --identifier <system|value> --birth-date YYYY-MM-DD --key-file <path>
- *     [--sidecar http://127.0.0.1:8080] [--data-dir ./data] [--wait 120]
- *     The EHR token from --token, $SPCHAIN_EHR_TOKEN or <data>/ehr-token.
- *
- *   patient allow-upload --key-file <path> --institution <index|name> --home <URL> [--wait 120]
- *     The patient's upload grant for another institution, sent to their home institution's
- *     sidecar, which adds that institution's leaf: then it may write the patient's records.
- *
- *   patient grant --key-file <path> --institution <index|name> --until <date>
- *     [--from <date>] [--consent-id <id>] --holder <URL> [--holder <URL> ...]
- *     A grant (signed FHIR Consent + kfrag) for an institution, delivered to every holder of the
- *     patient's records (never to the grantee). Prints the Consent id.
- *
- *   patient revoke --key-file <path> --consent-id <id> --holder <URL> [--holder <URL> ...]
+ *   patient register       keys made and sealed in the key file; the register tx signed and sent
+ *   patient allow-upload   the patient's upload grant for another institution, via the home
+ *   patient grant          a grant (signed Consent + kfrag) to every holder; `--link` also prints
+ *                          the share link (issuer: --issuer, else the first --holder)
+ *   patient revoke         the signed revocation of a Consent, to every holder
+ *   patient records        the patient's records at each --sidecar, decrypted here (records.ts);
+ *                          `--out <dir>` writes them as JSON files (mode 0600)
+ *   patient audit          who read or wrote what about the patient at each --sidecar
+ *   patient institutions   the network's institutions, reputation and consensus group
+ *   patient link           a share link for a grant made before (link.ts), `--qr` as SVG too
+ *   patient approve        the patient's signed approval of a SMART app's request (approve.ts),
+ *                          or `--decline`
+ *   clients add | list     the SMART clients in the data directory (clients.ts)
  *
  *   The patient is named by --identifier and --birth-date (the idHash is computed here), or by
  *   --id-hash; the network by --genesis <file> or the sidecar's --data-dir. The patient's
  *   passphrase comes from $SPCHAIN_PATIENT_PASSPHRASE (or the variable --passphrase-env names).
+ *   Output never shows the patient's identifier.
  *
  * Exit codes: 0 done, 1 failed (the message says why), 2 bad usage.
  */
 import { readFile } from 'node:fs/promises';
-import { parseArgs } from 'node:util';
+import { decideSmartRequest } from './approve.ts';
+import { type Parsed, parseCommand, USAGE, UsageError } from './args.ts';
+import { addClient, listClients } from './clients.ts';
+import { DEFAULT_LINK_TTL_MS, makeLink } from './link.ts';
 import { dataPaths, registerPatient } from './patient.ts';
+import { listRecords, showAudit, showInstitutions } from './records.ts';
 import {
   allowUpload,
   grantAccess,
@@ -37,136 +41,52 @@ import {
   revokeAccess,
 } from './share.ts';
 
-const USAGE = `usage: npm run cli -- patient register --identifier <system|value> --birth-date YYYY-MM-DD
-         --key-file <path> [--sidecar http://127.0.0.1:8080] [--data-dir ./data] [--wait 120]
-         [--token <token>] [--passphrase-env SPCHAIN_PATIENT_PASSPHRASE]
-       npm run cli -- patient allow-upload --key-file <path> --institution <index|name>
-         --home <sidecar URL> [--wait 120] PATIENT NETWORK
-       npm run cli -- patient grant --key-file <path> --institution <index|name> --until <date>
-         [--from <date>] [--consent-id <id>] --holder <URL> [--holder <URL> ...] PATIENT NETWORK
-       npm run cli -- patient revoke --key-file <path> --consent-id <id>
-         --holder <URL> [--holder <URL> ...] PATIENT NETWORK
-  PATIENT: --identifier <system|value> --birth-date YYYY-MM-DD, or --id-hash <hex>
-  NETWORK: --genesis <genesis.json>, or --data-dir <a sidecar's data directory>`;
+const print = (line: string) => console.log(line);
 
-class UsageError extends Error {}
-
-const OPTIONS = {
-  identifier: { type: 'string' },
-  'birth-date': { type: 'string' },
-  'id-hash': { type: 'string' },
-  'key-file': { type: 'string' },
-  sidecar: { type: 'string', default: 'http://127.0.0.1:8080' },
-  'data-dir': { type: 'string', default: process.env.SPCHAIN_DATA_DIR ?? './data' },
-  genesis: { type: 'string' },
-  wait: { type: 'string', default: '120' },
-  token: { type: 'string' },
-  'passphrase-env': { type: 'string', default: 'SPCHAIN_PATIENT_PASSPHRASE' },
-  institution: { type: 'string' },
-  home: { type: 'string' },
-  until: { type: 'string' },
-  from: { type: 'string' },
-  'consent-id': { type: 'string' },
-  holder: { type: 'string', multiple: true },
-} as const;
-
-/** The options naming the patient, their key file and the network, for every share command. */
-const SHARE_OPTIONS: readonly (keyof typeof OPTIONS)[] = [
-  'identifier',
-  'birth-date',
-  'id-hash',
-  'key-file',
-  'data-dir',
-  'genesis',
-  'passphrase-env',
-];
-
-const COMMANDS: Record<string, readonly (keyof typeof OPTIONS)[]> = {
-  register: [
-    'identifier',
-    'birth-date',
-    'key-file',
-    'sidecar',
-    'data-dir',
-    'wait',
-    'token',
-    'passphrase-env',
-  ],
-  'allow-upload': [...SHARE_OPTIONS, 'institution', 'home', 'wait'],
-  grant: [...SHARE_OPTIONS, 'institution', 'until', 'from', 'consent-id', 'holder'],
-  revoke: [...SHARE_OPTIONS, 'consent-id', 'holder'],
-};
-
-async function main(argv: string[]): Promise<boolean> {
-  const [group, command, ...rest] = argv;
-  const allowed = command === undefined ? undefined : COMMANDS[command];
-  if (group !== 'patient' || allowed === undefined) throw new UsageError('unknown command');
-  const { values, tokens } = parseArgs({
-    args: rest,
-    options: OPTIONS,
-    strict: true,
-    tokens: true,
-  });
-  for (const t of tokens) {
-    if (t.kind === 'option' && !allowed.includes(t.name as keyof typeof OPTIONS)) {
-      throw new UsageError(`--${t.name} is not an option of patient ${command}`);
-    }
-  }
-  const need = (name: keyof typeof OPTIONS): string => {
-    const v = values[name];
-    if (typeof v !== 'string' || v === '') throw new UsageError(`--${name} is required`);
-    return v;
-  };
+/** Runs one command; false when it was done only in part (exit 1). */
+async function run(p: Parsed): Promise<boolean> {
+  const { command, values } = p;
   const waitSeconds = Number(values.wait);
   if (!Number.isInteger(waitSeconds) || waitSeconds < 0) {
     throw new UsageError('--wait must be seconds >= 0');
   }
-  const passEnv = values['passphrase-env'];
-  const passphrase = () => {
-    const p = process.env[passEnv];
-    if (!p) throw new Error(`set ${passEnv} to the patient's passphrase for the key file`);
-    return p;
-  };
   const paths = dataPaths(values['data-dir']);
-  const print = (line: string) => console.log(line);
 
-  if (command === 'register') {
-    const identifier = need('identifier');
-    const birthDate = need('birth-date');
-    const keyFile = need('key-file');
-    const pass = passphrase();
-    const token =
-      values.token ??
-      process.env.SPCHAIN_EHR_TOKEN ??
-      (await readFile(paths.token, 'utf8').catch(() => {
-        throw new Error(
-          `no EHR token: pass --token, set SPCHAIN_EHR_TOKEN, or point --data-dir at the sidecar's data (${paths.token})`,
-        );
-      }));
-    const config = JSON.parse(
-      await readFile(paths.config, 'utf8').catch(() => {
-        throw new Error(
-          `no sidecar network in ${values['data-dir']} (start the sidecar first: npm start)`,
-        );
-      }),
-    ) as { index?: unknown };
-    if (typeof config.index !== 'number') throw new Error(`${paths.config}: index is missing`);
-    await registerPatient({
-      identifier,
-      birthDate,
-      keyFile,
-      passphrase: pass,
-      sidecar: values.sidecar,
-      token: token.trim(),
-      genesisFile: paths.genesis,
-      home: config.index,
-      waitSeconds,
+  // Commands that need no patient keys.
+  if (command === 'clients add') {
+    await addClient({
+      dataDir: values['data-dir'],
+      clientFile: p.need('client-file'),
+      replace: values.replace === true,
       print,
     });
     return true;
   }
+  if (command === 'clients list') {
+    await listClients({ dataDir: values['data-dir'], print });
+    return true;
+  }
+  if (command === 'patient institutions') {
+    await showInstitutions({ sidecar: p.oneSidecar(), print });
+    return true;
+  }
+  if (command === 'patient approve' && values.decline === true) {
+    await decideSmartRequest({ sidecar: p.oneSidecar(), request: p.need('request'), print });
+    return true;
+  }
 
-  const keyFile = need('key-file');
+  const passEnv = values['passphrase-env'];
+  const passphrase = () => {
+    const v = process.env[passEnv];
+    if (!v) throw new Error(`set ${passEnv} to the patient's passphrase for the key file`);
+    return v;
+  };
+  if (command === 'patient register') return register(p, passphrase, waitSeconds);
+
+  // Usage first, then the key file and the network.
+  const keyFile = p.need('key-file');
+  const sidecar = command === 'patient approve' ? p.oneSidecar() : undefined;
+  const request = command === 'patient approve' ? p.need('request') : undefined;
   const genesis = await readGenesis(values.genesis ?? paths.genesis);
   const keys = await openPatientKeys(keyFile, passphrase());
   const idHash = await patientIdHash({
@@ -175,44 +95,155 @@ async function main(argv: string[]): Promise<boolean> {
     ...(values['birth-date'] === undefined ? {} : { birthDate: values['birth-date'] }),
     genesis,
   });
+  const session = { chainId: genesis.chainId, idHash, keys };
   const holders = values.holder ?? [];
-  if (command === 'allow-upload') {
-    const state = await allowUpload({
-      genesis,
-      keys,
-      idHash,
-      institution: memberOf(genesis, need('institution')),
-      home: need('home'),
-      waitSeconds,
-      print,
-    });
-    return state === 'present' || waitSeconds === 0;
+
+  switch (command) {
+    case 'patient allow-upload': {
+      const state = await allowUpload({
+        genesis,
+        keys,
+        idHash,
+        institution: memberOf(genesis, p.need('institution')),
+        home: p.need('home'),
+        waitSeconds,
+        print,
+      });
+      return state === 'present' || waitSeconds === 0;
+    }
+    case 'patient grant': {
+      const grantee = memberOf(genesis, p.need('institution'));
+      const until = p.need('until');
+      if (values.link !== true && (values.issuer !== undefined || values.qr !== undefined)) {
+        throw new UsageError('--issuer and --qr go with --link');
+      }
+      const start = values.from === undefined ? undefined : parseWhen(values.from, '--from', false);
+      const end = parseWhen(until, '--until', true);
+      const { consentId, deliveries } = await grantAccess({
+        genesis,
+        keys,
+        idHash,
+        grantee,
+        ...(start === undefined ? {} : { start }),
+        end,
+        holders,
+        ...(values['consent-id'] === undefined ? {} : { consentId: values['consent-id'] }),
+        print,
+      });
+      print(`consent id: ${consentId} (revoke with: patient revoke --consent-id ${consentId} ...)`);
+      const ok = deliveries.every((d) => d.ok);
+      if (values.link === true && deliveries.some((d) => d.ok)) {
+        await makeLink({
+          genesis,
+          keys,
+          idHash,
+          consentId,
+          grantee,
+          issuer: values.issuer ?? holders[0]!,
+          exp: Math.min(end, Date.now() + DEFAULT_LINK_TTL_MS),
+          ...(values.qr === undefined ? {} : { qr: values.qr }),
+          print,
+        });
+      }
+      return ok;
+    }
+    case 'patient revoke': {
+      const out = await revokeAccess({
+        genesis,
+        keys,
+        idHash,
+        consentId: p.need('consent-id'),
+        holders,
+        print,
+      });
+      return out.every((d) => d.ok);
+    }
+    case 'patient records': {
+      const { ok } = await listRecords({
+        sidecars: values.sidecar,
+        session,
+        ...(values.out === undefined ? {} : { out: values.out }),
+        print,
+      });
+      return ok;
+    }
+    case 'patient audit':
+      return showAudit({ sidecars: values.sidecar, session, print });
+    case 'patient link': {
+      const consentId = p.need('consent-id');
+      const grantee = memberOf(genesis, p.need('institution'));
+      const issuer = p.need('issuer');
+      const exp =
+        values.until === undefined
+          ? Date.now() + DEFAULT_LINK_TTL_MS
+          : parseWhen(values.until, '--until', true);
+      if (exp <= Date.now()) throw new Error('--until is in the past');
+      await makeLink({
+        genesis,
+        keys,
+        idHash,
+        consentId,
+        grantee,
+        issuer,
+        exp,
+        ...(values.qr === undefined ? {} : { qr: values.qr }),
+        print,
+      });
+      return true;
+    }
+    case 'patient approve':
+      await decideSmartRequest({
+        sidecar: sidecar!,
+        request: request!,
+        approve: { chainId: genesis.chainId, idHash, keys },
+        print,
+      });
+      return true;
   }
-  if (command === 'grant') {
-    const start = values.from === undefined ? undefined : parseWhen(values.from, '--from', false);
-    const { consentId, deliveries } = await grantAccess({
-      genesis,
-      keys,
-      idHash,
-      grantee: memberOf(genesis, need('institution')),
-      ...(start === undefined ? {} : { start }),
-      end: parseWhen(need('until'), '--until', true),
-      holders,
-      ...(values['consent-id'] === undefined ? {} : { consentId: values['consent-id'] }),
-      print,
-    });
-    print(`consent id: ${consentId} (revoke with: patient revoke --consent-id ${consentId} ...)`);
-    return deliveries.every((d) => d.ok);
-  }
-  const out = await revokeAccess({
-    genesis,
-    keys,
-    idHash,
-    consentId: need('consent-id'),
-    holders,
+  throw new UsageError('unknown command');
+}
+
+async function register(p: Parsed, passphrase: () => string, waitSeconds: number) {
+  const { values } = p;
+  const paths = dataPaths(values['data-dir']);
+  const identifier = p.need('identifier');
+  const birthDate = p.need('birth-date');
+  const keyFile = p.need('key-file');
+  const sidecar = p.oneSidecar();
+  const pass = passphrase();
+  const token =
+    values.token ??
+    process.env.SPCHAIN_EHR_TOKEN ??
+    (await readFile(paths.token, 'utf8').catch(() => {
+      throw new Error(
+        `no EHR token: pass --token, set SPCHAIN_EHR_TOKEN, or point --data-dir at the sidecar's data (${paths.token})`,
+      );
+    }));
+  const config = JSON.parse(
+    await readFile(paths.config, 'utf8').catch(() => {
+      throw new Error(
+        `no sidecar network in ${values['data-dir']} (start the sidecar first: npm start)`,
+      );
+    }),
+  ) as { index?: unknown };
+  if (typeof config.index !== 'number') throw new Error(`${paths.config}: index is missing`);
+  await registerPatient({
+    identifier,
+    birthDate,
+    keyFile,
+    passphrase: pass,
+    sidecar,
+    token: token.trim(),
+    genesisFile: paths.genesis,
+    home: config.index,
+    waitSeconds,
     print,
   });
-  return out.every((d) => d.ok);
+  return true;
+}
+
+async function main(argv: string[]): Promise<boolean> {
+  return run(parseCommand(argv));
 }
 
 main(process.argv.slice(2)).then(

@@ -91,7 +91,8 @@ export function memberOf(genesis: Pick<Genesis, 'members' | 'chainId'>, which: s
   return m;
 }
 
-const base = (url: string) => url.replace(/\/+$/, '');
+/** A base URL without its trailing slashes. */
+export const baseUrl = (url: string) => url.replace(/\/+$/, '');
 const JSON_HEADERS = { 'content-type': 'application/json' };
 
 export type Print = (line: string) => void;
@@ -113,7 +114,7 @@ export async function allowUpload(o: {
     institution: o.institution.index,
     grant: toHex(grant),
   });
-  const url = `${base(o.home)}/spchain/leaves`;
+  const url = `${baseUrl(o.home)}/spchain/leaves`;
   const end = Date.now() + o.waitSeconds * 1000;
   let said = false;
   for (;;) {
@@ -143,8 +144,10 @@ export async function allowUpload(o: {
 }
 
 /** Who a sidecar says it is (public). */
-async function identify(url: string): Promise<{ chainId: string; index: number; name: string }> {
-  const r = await fetchJson(`${base(url)}/spchain/institution`, {});
+export async function identify(
+  url: string,
+): Promise<{ chainId: string; index: number; name: string }> {
+  const r = await fetchJson(`${baseUrl(url)}/spchain/institution`, {});
   const b = r.body as { chainId?: unknown; index?: unknown; name?: unknown };
   if (r.status !== 200 || typeof b.chainId !== 'string' || typeof b.index !== 'number') {
     throw new Error(`${new URL(url).origin} does not say which institution it is: ${describe(r)}`);
@@ -213,7 +216,7 @@ export async function grantAccess(o: {
   const body = JSON.stringify(grantToJson(grant));
   const deliveries: Delivery[] = [];
   for (const h of holders) {
-    const r = await fetchJson(`${base(h.url)}/spchain/grants`, {
+    const r = await fetchJson(`${baseUrl(h.url)}/spchain/grants`, {
       method: 'POST',
       headers: JSON_HEADERS,
       body,
@@ -243,7 +246,7 @@ export async function revokeAccess(o: {
   const body = JSON.stringify(revocationToJson(revocation));
   const out: Delivery[] = [];
   for (const h of holders) {
-    const r = await fetchJson(`${base(h.url)}/spchain/revocations`, {
+    const r = await fetchJson(`${baseUrl(h.url)}/spchain/revocations`, {
       method: 'POST',
       headers: JSON_HEADERS,
       body,

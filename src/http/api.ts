@@ -33,6 +33,7 @@ import { registerAccessRequestRoutes } from './access-request-routes.ts';
 import { bearerAuthoriser } from './auth.ts';
 import { LeafAuthor } from './leaf-author.ts';
 import { type ReputationView, registerPatientRoutes } from './patient-routes.ts';
+import { registerPortalRoutes } from './portal-assets.ts';
 import { type RegistrationDeps, registerSpchainRoutes } from './registration.ts';
 import { buildHttpServer, type HttpOpts } from './server.ts';
 import { registerShareLinkRoutes } from './share-link-routes.ts';
@@ -206,10 +207,12 @@ export function createFhirApi(p: FhirApiParts): FhirApi {
         });
       }
       registerSpchainRoutes(server, registration);
+      registerPortalRoutes(server);
       registerPatientRoutes(server, {
         chainId: p.genesis.chainId,
         institution: p.institution,
         members: p.genesis.members,
+        minFee: p.genesis.params.minFee,
         idHashKey: p.genesis.idHashKey,
         ...(p.idHashCost ? { idHashCost: p.idHashCost } : {}),
         store: core.store,

@@ -13,9 +13,11 @@
  *                                            submitRegistration) plus the code's: 404 unknown or
  *                                            used, 410 expired, 403 for another patient
  *   GET  /spchain/patients/:idHash/registration  public: { registered, block?, home?, leaves? }
- *   GET  /spchain/institutions               public: { self, chainId, institutions: [{ index,
- *                                            name, reputation, inGroup, preKey, signingKey,
- *                                            url? }] }
+ *   GET  /spchain/institutions               public: { self, chainId, minFee, institutions:
+ *                                            [{ index, name, reputation, inGroup, preKey,
+ *                                            signingKey, chameleonKey, url? }] } (a patient's
+ *                                            device makes its register tx with the home's
+ *                                            chameleon key and the network's minimum fee)
  *   GET  /spchain/patients/:idHash/records   patient-signed (x-spchain-patient): the patient's
  *                                            records held here, as stored ciphertext (capsule +
  *                                            ciphertext, base64) for the patient to decrypt;
@@ -245,6 +247,8 @@ export interface PatientRoutesDeps {
   readonly chainId: string;
   readonly institution: { readonly index: InstitutionIndex; readonly name: string };
   readonly members: readonly Member[];
+  /** The network's minimum tx fee (genesis params), which a register tx must offer. */
+  readonly minFee: number;
   readonly idHashKey: Bytes;
   readonly idHashCost?: IdHashCost;
   readonly store: Pick<SidecarStore, 'db' | 'spaces' | 'vault' | 'read'>;
@@ -428,6 +432,7 @@ export function registerPatientRoutes(app: FastifyInstance, deps: PatientRoutesD
     return reply.send({
       self: deps.institution.index,
       chainId: deps.chainId,
+      minFee: deps.minFee,
       institutions: deps.members.map((m) => {
         const url = deps.directory?.get(m.index);
         return {
@@ -437,6 +442,7 @@ export function registerPatientRoutes(app: FastifyInstance, deps: PatientRoutesD
           inGroup: group.has(m.index),
           preKey: toHex(m.preKey),
           signingKey: toHex(m.signingKey),
+          chameleonKey: toHex(m.chameleonKey),
           ...(url === undefined ? {} : { url }),
         };
       }),

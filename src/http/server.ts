@@ -141,7 +141,9 @@ export function buildHttpServer(
     reply.header('x-request-id', req.id);
     const rule: AuthRule = req.routeOptions.config?.auth ?? 'ehr';
     req.principal = await authoriser.authorise(rule, req.headers.authorization, req.ip);
-    req.responseType = negotiate(req);
+    // FHIR routes negotiate their JSON flavour; the others (portal pages, OAuth) answer in their
+    // own media types, and in FHIR JSON only for errors.
+    req.responseType = req.url.startsWith('/fhir') ? negotiate(req) : FHIR_JSON;
   });
 
   app.addHook('onResponse', async (req, reply) => {
