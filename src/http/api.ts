@@ -54,7 +54,7 @@ export interface FhirApiParts {
    * institution's own records only, and the grant routes do not exist.
    */
   readonly sharing?: Pick<Sharing, 'acceptGrant' | 'revoke'> &
-    Partial<Pick<Sharing, 'consentState' | 'consentIds'>> &
+    Partial<Pick<Sharing, 'consentState' | 'consentIds' | 'consents'>> &
     SharedSource;
   /**
    * What makes leaf txs for this institution's patients (POST /spchain/leaves): its keys and its
@@ -180,6 +180,7 @@ export function createFhirApi(p: FhirApiParts): FhirApi {
   const sharing = p.sharing;
   const consentState = sharing?.consentState?.bind(sharing);
   const consentIds = sharing?.consentIds?.bind(sharing);
+  const consents = sharing?.consents?.bind(sharing);
   const app = buildHttpServer(
     bearerAuthoriser({ staticToken: p.ehrToken, ...(p.smart ? { tokens: p.smart.tokens } : {}) }),
     (server) => {
@@ -222,6 +223,7 @@ export function createFhirApi(p: FhirApiParts): FhirApi {
         anchorStatus,
         audit,
         ...(consentIds ? { consentIds } : {}),
+        ...(consents ? { consents } : {}),
         ...(p.directory ? { directory: p.directory } : {}),
         ...(p.reputation ? { reputation: p.reputation } : {}),
         base,

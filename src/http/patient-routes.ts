@@ -18,6 +18,8 @@
  *                                            signingKey, chameleonKey, url? }] } (a patient's
  *                                            device makes its register tx with the home's
  *                                            chameleon key and the network's minimum fee)
+ *   GET  /spchain/patients/:idHash/consents  patient-signed: { consents: [{ id, state, consent
+ *                                            (the signed FHIR Consent, null once revoked) }] }
  *   GET  /spchain/patients/:idHash/records   patient-signed (x-spchain-patient): the patient's
  *                                            records held here, as stored ciphertext (capsule +
  *                                            ciphertext, base64) for the patient to decrypt;
@@ -259,6 +261,10 @@ export interface PatientRoutesDeps {
   readonly audit: AuditLog;
   /** The patient's Consent ids known here (Sharing.consentIds), to find their audit events. */
   readonly consentIds?: (idHash: Bytes) => Promise<string[]>;
+  /** The patient's signed Consents held here, with their state now (Sharing.consents). */
+  readonly consents?: (
+    idHash: Bytes,
+  ) => Promise<readonly { consent: unknown; id: string; state: string }[]>;
   /** Member index -> public base URL of its sidecar. */
   readonly directory?: ReadonlyMap<InstitutionIndex, string>;
   readonly reputation?: () => ReputationView | Promise<ReputationView>;
@@ -292,6 +298,7 @@ export function registerPatientRoutes(app: FastifyInstance, deps: PatientRoutesD
     '/spchain/institutions',
     '/spchain/patients/:idHash/records',
     '/spchain/patients/:idHash/audit',
+    '/spchain/patients/:idHash/consents',
   ]);
 
   app.post('/spchain/enrolments', corsRoute('ehr'), async (req, reply) => {
@@ -471,6 +478,19 @@ export function registerPatientRoutes(app: FastifyInstance, deps: PatientRoutesD
         () => readRecords(deps, idHash, count, after),
       );
       return reply.send(page);
+    },
+  );
+
+  // The patient's grants as this holder keeps them: each signed FHIR Consent and whether it lets
+  // its institution read now (active, revoked, expired, ...).
+  app.get<{ Params: { idHash: string } }>(
+    '/spchain/patients/:idHash/consents',
+    corsRoute('patient-signed'),
+    async (req, reply) => {
+      const idHash = checkIdHashParam(req.params.idHash);
+      await authenticatePatient(req, req.params.idHash, auth);
+      const consents = deps.consents === undefined ? [] : await deps.consents(idHash);
+      return reply.send({ consents });
     },
   );
 

@@ -244,6 +244,30 @@ export class ShareGrants {
     return [...ids].sort();
   }
 
+  /**
+   * Read-only, for the patient: the signed Consents of the patient held here, each with its
+   * state now, and the ids of revoked ones (their grants are deleted; the tombstone stays).
+   */
+  async consents(
+    idHash: Bytes,
+    now: number,
+  ): Promise<{ consent: Grant['consent'] | null; id: string; state: ConsentState }[]> {
+    const out = new Map<
+      string,
+      { consent: Grant['consent'] | null; id: string; state: ConsentState }
+    >();
+    for (const g of await scanPrefix(this.deps.store, 'grant', idHash, decodeGrant)) {
+      const parsed = parseConsent(g.value.consent);
+      if (!parsed.ok) continue;
+      const state = await this.consentState(idHash, parsed.value.id, parsed.value.grantee, now);
+      out.set(parsed.value.id, { consent: g.value.consent, id: parsed.value.id, state });
+    }
+    for (const t of await scanPrefix(this.deps.store, 'revocation', idHash, decodeTombstone)) {
+      out.set(t.value.consentId, { consent: null, id: t.value.consentId, state: 'revoked' });
+    }
+    return [...out.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  }
+
   /** Records the revocation (with the grantees whose grants it removes) and removes them. */
   private async revokeId(idHash: Bytes, consentId: string): Promise<void> {
     const ops: WriteOp[] = [];

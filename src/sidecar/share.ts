@@ -168,6 +168,11 @@ export class Sharing {
     return this.grants.consentState(idHash, consentId, grantee, this.now());
   }
 
+  /** Read-only: the patient's signed Consents held here with their state (ShareGrants.consents). */
+  consents(idHash: Bytes): ReturnType<ShareGrants['consents']> {
+    return this.grants.consents(idHash, this.now());
+  }
+
   /** Read-only: the patient's Consent ids known here, held or revoked (ShareGrants.consentIds). */
   consentIds(idHash: Bytes): Promise<string[]> {
     return this.grants.consentIds(idHash);

@@ -204,6 +204,7 @@ describe('the network and the patient’s registration (public)', () => {
     expect(r.json).toEqual({
       self: D,
       chainId: genesis.chainId,
+      minFee: genesis.params.minFee,
       institutions: genesis.members.map((m) => ({
         index: m.index,
         name: m.name,
@@ -211,6 +212,7 @@ describe('the network and the patient’s registration (public)', () => {
         inGroup: m.index < 2,
         preKey: toHex(m.preKey),
         signingKey: toHex(m.signingKey),
+        chameleonKey: toHex(m.chameleonKey),
         url: urls[m.index],
       })),
     });
@@ -612,6 +614,15 @@ describe('share links', () => {
 
   it('after the patient revokes the Consent, a link under it is 403', async () => {
     const fresh = makeLink();
+    type Consents = {
+      consents: { id: string; state: string; consent: { resourceType?: string } | null }[];
+    };
+    const before = (await patientGet(HOME, `/spchain/patients/${pid}/consents`))
+      .json as unknown as Consents;
+    expect(before.consents.find((c) => c.id === CONSENT)).toMatchObject({
+      state: 'active',
+      consent: { resourceType: 'Consent', id: CONSENT, status: 'active' },
+    });
     const revocation = revocationToJson(
       signRevocation(net.fixture.genesis.chainId, P.idHash, CONSENT, P.signingSecret),
     );
@@ -620,6 +631,13 @@ describe('share links', () => {
         200,
       );
     }
+    const after = (await patientGet(HOME, `/spchain/patients/${pid}/consents`))
+      .json as unknown as Consents;
+    expect(after.consents.find((c) => c.id === CONSENT)).toEqual({
+      id: CONSENT,
+      state: 'revoked',
+      consent: null,
+    });
     const r = await open(fresh.link);
     expect(r.status).toBe(403);
     expect(issueCoding(r)).toBe('REVOKED');
