@@ -19,6 +19,8 @@ export const USAGE = `usage: npm run cli -- patient register --identifier <syste
          [--out <dir>] PATIENT NETWORK
        npm run cli -- patient audit --key-file <path> --sidecar <URL> [--sidecar <URL> ...]
          PATIENT NETWORK
+       npm run cli -- patient consents --key-file <path> --sidecar <URL> [--sidecar <URL> ...]
+         PATIENT NETWORK
        npm run cli -- patient institutions --sidecar <URL>
        npm run cli -- patient link --key-file <path> --consent-id <id> --institution <index|name>
          --issuer <URL> [--until <date>] [--qr <file.svg>] PATIENT NETWORK
@@ -98,6 +100,7 @@ export const COMMANDS: Readonly<Record<string, readonly OptionName[]>> = {
   'patient revoke': [...PATIENT_OPTIONS, 'consent-id', 'holder'],
   'patient records': [...PATIENT_OPTIONS, 'sidecar', 'out'],
   'patient audit': [...PATIENT_OPTIONS, 'sidecar'],
+  'patient consents': [...PATIENT_OPTIONS, 'sidecar'],
   'patient institutions': ['sidecar'],
   'patient link': [...PATIENT_OPTIONS, 'consent-id', 'institution', 'issuer', 'until', 'qr'],
   'patient approve': [...PATIENT_OPTIONS, 'request', 'sidecar', 'decline'],

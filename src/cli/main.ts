@@ -10,6 +10,7 @@
  *   patient records        the patient's records at each --sidecar, decrypted here (records.ts);
  *                          `--out <dir>` writes them as JSON files (mode 0600)
  *   patient audit          who read or wrote what about the patient at each --sidecar
+ *   patient consents       the patient's grants (signed Consents) each --sidecar holds, and their state
  *   patient institutions   the network's institutions, reputation and consensus group
  *   patient link           a share link for a grant made before (link.ts), `--qr` as SVG too
  *   patient approve        the patient's signed approval of a SMART app's request (approve.ts),
@@ -29,7 +30,7 @@ import { type Parsed, parseCommand, USAGE, UsageError } from './args.ts';
 import { addClient, listClients } from './clients.ts';
 import { DEFAULT_LINK_TTL_MS, makeLink } from './link.ts';
 import { dataPaths, registerPatient } from './patient.ts';
-import { listRecords, showAudit, showInstitutions } from './records.ts';
+import { listRecords, showAudit, showConsents, showInstitutions } from './records.ts';
 import {
   allowUpload,
   grantAccess,
@@ -169,6 +170,8 @@ async function run(p: Parsed): Promise<boolean> {
     }
     case 'patient audit':
       return showAudit({ sidecars: values.sidecar, session, print });
+    case 'patient consents':
+      return showConsents({ sidecars: values.sidecar, session, print });
     case 'patient link': {
       const consentId = p.need('consent-id');
       const grantee = memberOf(genesis, p.need('institution'));

@@ -15,7 +15,7 @@
  */
 import { chmod, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { AuditEvent, Bundle } from '@medplum/fhirtypes';
+import type { AuditEvent, Bundle, Consent } from '@medplum/fhirtypes';
 import { PATIENT_REQUEST_HEADER, signPatientRequest } from '../authz/patient-request.ts';
 import { toHex } from '../crypto/bytes.ts';
 import { decodeCapsule, decryptOriginal } from '../crypto/umbral/index.ts';
@@ -292,6 +292,38 @@ export async function showAudit(o: {
       .filter((x): x is AuditEvent => x?.resourceType === 'AuditEvent');
     o.print(`${who.name} (${baseUrl(url)}): ${events.length} event(s), newest first`);
     for (const e of events) o.print(`  ${auditLine(e, hex)}`);
+  }
+  return ok;
+}
+
+/** Prints the patient's grants each sidecar holds: Consent id, grantee, period, state now. */
+export async function showConsents(o: {
+  readonly sidecars: readonly string[];
+  readonly session: PatientSession;
+  readonly print: Print;
+}): Promise<boolean> {
+  const hex = toHex(o.session.idHash);
+  let ok = true;
+  for (const url of o.sidecars) {
+    const who = await sidecarOn(url, o.session.chainId);
+    const r = await signedGet(url, `/spchain/patients/${hex}/consents`, o.session);
+    const list = (r.body as { consents?: unknown })?.consents;
+    if (r.status !== 200 || !Array.isArray(list)) {
+      o.print(`${who.name}: refused: ${describe(r)}`);
+      ok = false;
+      continue;
+    }
+    o.print(`${who.name} (${baseUrl(url)}): ${list.length} consent(s)`);
+    for (const c of list as { id: string; state: string; consent: Consent | null }[]) {
+      const provision = c.consent?.provision;
+      const actor = provision?.actor?.[0]?.reference?.identifier?.value;
+      const period = provision?.period;
+      o.print(
+        `  ${c.id}  ${c.state}${actor === undefined ? '' : `  institution ${actor}`}${
+          period ? `  ${period.start ?? '?'} .. ${period.end ?? '?'}` : ''
+        }`,
+      );
+    }
   }
   return ok;
 }

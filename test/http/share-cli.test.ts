@@ -232,6 +232,12 @@ it('allow-upload, grant, read, revoke: from the key file, through the holders', 
   expect(obs).toHaveLength(4);
   expect(read.entry!.filter((e) => e.resource?.resourceType === 'Provenance')).toHaveLength(4);
 
+  // The patient sees the grant each holder keeps: the Consent, its grantee and its state.
+  const consents = await cli(['consents', ...common, '--sidecar', urls[0]!, '--sidecar', urls[1]!]);
+  expect(consents.code, consents.out).toBe(0);
+  expect(consents.out).toMatch(new RegExp(`  ${consentId}  active  institution 3  `));
+  expect(consents.out.match(/1 consent\(s\)/g)).toHaveLength(2);
+
   const revoked = await cli([
     'revoke',
     ...common,
