@@ -4,7 +4,8 @@
  * on @noble/curves (no native addon in a browser) with the browser's CSPRNG: the patient's secret
  * keys are made, sealed, opened and used here, and never sent anywhere. Sections:
  *   keys (keys.ts), registration (here), records, institutions, access log (views.ts),
- *   grant, share link and revocation (sharing.ts).
+ *   grant, share link and revocation (sharing.ts), approving a SMART app (approve.ts), and
+ *   institutions' access requests with the patient's threshold (access.ts).
  */
 import { parseShareLink } from '../authz/share-link.ts';
 import { fromHex } from '../crypto/bytes.ts';
@@ -12,6 +13,8 @@ import { nobleBackend, useCurveBackend } from '../crypto/curve/backend.ts';
 import { systemRandom } from '../crypto/random.ts';
 import { makeRegisterTx } from '../ledger/author.ts';
 import { encodeTx } from '../ledger/tx.ts';
+import { clearAccess, initAccess, refreshAccess } from './access.ts';
+import { initApprove, refreshApprove } from './approve.ts';
 import {
   loadDirectory,
   loadRegistration,
@@ -63,6 +66,8 @@ function start(): void {
   initRegistration(ctx);
   initViews(ctx);
   initSharing(ctx);
+  initAccess(ctx);
+  initApprove(ctx);
   ctx.refresh();
   showInstitutions(ctx).catch((err: Error) => announce(err.message, 'error'));
   if (ctx.state.idHash && !ctx.state.block) {
@@ -116,6 +121,8 @@ function refresh(ctx: PortalContext): void {
   button('records-button').disabled = !open || !registered;
   button('audit-button').disabled = !open || !registered;
   refreshSharing(ctx);
+  refreshAccess(ctx);
+  refreshApprove(ctx);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -198,6 +205,7 @@ function lock(ctx: PortalContext, message: string): void {
   if (ctx.session) wipe(ctx.session);
   ctx.session = null;
   clearPrivateViews();
+  clearAccess();
   ctx.refresh();
   announce(message);
 }

@@ -112,3 +112,29 @@ export function signedGet<T = unknown>(
     headers: { [PATIENT_REQUEST_HEADER]: header },
   });
 }
+
+/** A PUT or POST of a JSON body to `path` at `base`, signed as the patient (the exact bytes sent). */
+export function signedSend<T = unknown>(
+  base: string,
+  method: 'PUT' | 'POST',
+  path: string,
+  body: unknown,
+  signer: PatientSigner,
+): Promise<{ status: number; body: T }> {
+  const text = JSON.stringify(body);
+  const header = signPatientRequest({
+    chainId: signer.chainId,
+    method,
+    path,
+    ts: Date.now(),
+    body: text,
+    idHash: signer.idHash,
+    signingSecret: signer.signingSecret,
+    random: signer.random,
+  });
+  return requestJson<T>(`${trimBase(base)}${path}`, {
+    method,
+    headers: { 'content-type': 'application/json', [PATIENT_REQUEST_HEADER]: header },
+    body: text,
+  });
+}

@@ -9,6 +9,8 @@
  * - share link: authz/share-link.ts makeShareLink, issued by this page's sidecar, shown as text
  *   and as a QR code (qrcode's SVG, made here, inserted as sanitised nodes);
  * - revoke: the patient's signed revocation (authz/consent.ts) to the same institutions.
+ * `grantAccess` and `showLink` also serve the approval of an institution's access request
+ * (access.ts): the same grant, made the same way.
  */
 import QRCode from 'qrcode';
 import { revocationToJson, signRevocation } from '../authz/consent.ts';
@@ -36,9 +38,7 @@ const DAY_MS = 86_400_000;
 const button = (id: string) => byId(id, HTMLButtonElement);
 
 export function initSharing(ctx: PortalContext): void {
-  const end = byId('grant-end', HTMLInputElement);
-  end.min = new Date(Date.now() + DAY_MS).toISOString().slice(0, 10);
-  end.value = new Date(Date.now() + 30 * DAY_MS).toISOString().slice(0, 10);
+  initEndInput(byId('grant-end', HTMLInputElement));
   byId('grant-form').addEventListener('submit', (e) => {
     e.preventDefault();
     void busy(button('grant-button'), 'Making and sending your grant…', () => grant(ctx));
@@ -47,8 +47,13 @@ export function initSharing(ctx: PortalContext): void {
     e.preventDefault();
     void busy(button('revoke-button'), 'Revoking…', () => revoke(ctx));
   });
-  button('copy-button').addEventListener('click', () => {
-    const text = byId('share-link-text', HTMLInputElement);
+  initCopy('copy-button', 'share-link-text');
+}
+
+/** The Copy button of a share link display. */
+export function initCopy(buttonId: string, textId: string): void {
+  button(buttonId).addEventListener('click', () => {
+    const text = byId(textId, HTMLInputElement);
     navigator.clipboard.writeText(text.value).then(
       () => announce('Link copied.', 'ok'),
       () => {
@@ -114,18 +119,48 @@ function recipients(
   return out;
 }
 
-async function grant(ctx: PortalContext): Promise<void> {
+/** The last day of access chosen in a date input, as an exclusive end (ms). */
+export function endOfDay(input: HTMLInputElement, now: number): number {
+  const day = input.value;
+  if (!/^\d{4}-\d{2}-\d{2}$/.test(day)) throw new Error('choose the last day of access');
+  const end = Date.parse(`${day}T00:00:00Z`) + DAY_MS;
+  if (!(end > now)) throw new Error('the last day of access must not be in the past');
+  return end;
+}
+
+/** Sets a date input's earliest choice to tomorrow and its value to 30 days from now. */
+export function initEndInput(input: HTMLInputElement): void {
+  input.min = new Date(Date.now() + DAY_MS).toISOString().slice(0, 10);
+  input.value = new Date(Date.now() + 30 * DAY_MS).toISOString().slice(0, 10);
+}
+
+/** A grant made and accepted by the home: its record, share link, and who refused it. */
+export interface GrantResult {
+  readonly made: GrantMade;
+  readonly link: string;
+  /** The names of the institutions that keep it. */
+  readonly kept: string;
+  readonly refused: readonly string[];
+}
+
+/**
+ * Grants institution `granteeIndex` access until `end` (ms, exclusive): the Consent and kfrag
+ * made here, sent to the holders and the home (each checked first), kept in this browser's
+ * state; and a share link for it. Throws unless the home accepted it.
+ */
+export async function grantAccess(
+  ctx: PortalContext,
+  granteeIndex: number,
+  end: number,
+): Promise<GrantResult> {
   const signer = signerOf(ctx);
   const session = ctx.session!;
-  const block = ctx.state.block!;
+  const block = ctx.state.block;
+  if (!block) throw new Error('register first');
   const d = await loadDirectory(ctx);
-  const granteeIndex = Number(byId('grant-institution', HTMLSelectElement).value);
   const grantee = memberOf(d, granteeIndex);
   if (!grantee || granteeIndex === d.self) throw new Error('choose another institution');
-  const endDay = byId('grant-end', HTMLInputElement).value;
-  if (!/^\d{4}-\d{2}-\d{2}$/.test(endDay)) throw new Error('choose the last day of access');
   const now = Date.now();
-  const end = Date.parse(`${endDay}T00:00:00Z`) + DAY_MS;
   if (!(end > now)) throw new Error('the last day of access must not be in the past');
   const reg = await loadRegistration(ctx, signer.idHash);
   const targets = recipients(ctx, d, holdersOf(reg), granteeIndex);
@@ -181,24 +216,43 @@ async function grant(ctx: PortalContext): Promise<void> {
     session.signingSecret,
     ctx.random,
   );
-  await showLink(link);
   const kept = accepted.map((i) => memberOf(d, i)?.name ?? String(i)).join(', ');
+  return { made: record, link, kept, refused };
+}
+
+async function grant(ctx: PortalContext): Promise<void> {
+  const granteeIndex = Number(byId('grant-institution', HTMLSelectElement).value);
+  const end = endOfDay(byId('grant-end', HTMLInputElement), Date.now());
+  const { made, link, kept, refused } = await grantAccess(ctx, granteeIndex, end);
+  await showLink(link, 'share');
+  const name = made.granteeName;
   announce(
-    `Access granted to ${grantee.name} (kept by ${kept}).${
+    `Access granted to ${name} (kept by ${kept}).${
       refused.length ? ` Refused: ${refused.join('; ')}` : ''
-    } Give ${grantee.name} the share link below.`,
+    } Give ${name} the share link below.`,
     refused.length ? 'error' : 'ok',
   );
 }
 
-async function showLink(link: string): Promise<void> {
-  byId('share-link-text', HTMLInputElement).value = link;
+/**
+ * Shows a share link as text and as a QR code, in the grant section ('share': #share-link,
+ * #share-link-text, #share-qr) or the access requests section ('access': #access-link, ...).
+ */
+export async function showLink(link: string, where: 'share' | 'access'): Promise<void> {
+  byId(`${where}-link-text`, HTMLInputElement).value = link;
   const svg = await QRCode.toString(link, { type: 'svg', errorCorrectionLevel: 'M', margin: 2 });
   const image = safeSvg(svg);
   image.setAttribute('role', 'img');
   image.setAttribute('aria-label', 'QR code of the share link');
-  byId('share-qr').replaceChildren(image);
-  byId('share-link').hidden = false;
+  byId(`${where}-qr`).replaceChildren(image);
+  byId(`${where}-link`).hidden = false;
+}
+
+/** Hides and empties a share link display. */
+export function hideLink(where: 'share' | 'access'): void {
+  byId(`${where}-link`).hidden = true;
+  byId(`${where}-link-text`, HTMLInputElement).value = '';
+  byId(`${where}-qr`).replaceChildren();
 }
 
 async function revoke(ctx: PortalContext): Promise<void> {
@@ -230,9 +284,8 @@ async function revoke(ctx: PortalContext): Promise<void> {
   }
   made.revoked = true;
   ctx.save();
-  byId('share-link').hidden = true;
-  byId('share-link-text', HTMLInputElement).value = '';
-  byId('share-qr').replaceChildren();
+  hideLink('share');
+  hideLink('access');
   announce(
     `Access of ${made.granteeName} revoked (${consentId}).${
       refused.length ? ` Not reached: ${refused.join('; ')}` : ''

@@ -9,6 +9,12 @@
  * captured (`registers`), and `pinRegistrations` puts them in the next keyblock, mined and
  * certified by every member, written to every institution's ledger store and applied to the
  * replica that takes the sidecars' bundles; record batches are pinned by `net.anchorAll()`.
+ *
+ * Options: `reputations` (by member index) is a STUB ReputationView given to every API (the
+ * default: an equal share each); a real network's reputations come from closed chunks of
+ * keyblocks, which this in-process network does not run. `clients` puts a SMART authorisation
+ * server (src/smart, its tokens in the home's LevelDB) on the home institution's API (index 0),
+ * for those registered apps.
  */
 import { createFhirApi, type FhirApi } from '../../src/http/api.ts';
 import { makeCertificate, signVote } from '../../src/ledger/certificate.ts';
@@ -17,6 +23,8 @@ import { adoptPinned, createKeyblockTree, mineKeyblock } from '../../src/ledger/
 import { createMicroblock, type Microblock } from '../../src/ledger/microblock.ts';
 import { pinKeyblock, type Replica } from '../../src/ledger/replica.ts';
 import type { Keyblock, RegisterTx } from '../../src/ledger/types.ts';
+import type { ClientRegistry } from '../../src/smart/clients.ts';
+import { newSigningKey, TokenService } from '../../src/smart/tokens.ts';
 import { sharedParts, TOKEN } from '../http/harness.ts';
 import { freePort } from '../p2p/helpers.ts';
 import { openShareNet, type ShareNet } from '../sharing/network.ts';
@@ -29,12 +37,25 @@ export interface PortalNet {
   readonly urls: readonly string[];
   /** Register txs the sidecars accepted, not yet pinned. */
   readonly registers: RegisterTx[];
+  /** The home's SMART token service (with the `clients` option). */
+  readonly tokens?: TokenService;
   /** Pins the captured register txs in the next keyblock everywhere; the blocks made. */
   pinRegistrations(): Promise<Microblock[]>;
   close(): Promise<void>;
 }
 
-export async function openPortalNet(seed: string, members: number): Promise<PortalNet> {
+export interface PortalNetOpts {
+  /** A stub reputation per member index (see the header). */
+  readonly reputations?: readonly number[];
+  /** SMART apps registered at the home's authorisation server. */
+  readonly clients?: ClientRegistry;
+}
+
+export async function openPortalNet(
+  seed: string,
+  members: number,
+  opts: PortalNetOpts = {},
+): Promise<PortalNet> {
   // One patient of the fixture's own (keyblock 1); the portal's patient registers in keyblock 2.
   const net = await openShareNet({ seed, homes: [0], members });
   // The sharing services read the real clock: grants made in the browser use it.
@@ -49,6 +70,17 @@ export async function openPortalNet(seed: string, members: number): Promise<Port
   const primary = net.institutions[0]!.ledger;
   const apis: FhirApi[] = [];
   const share = 1 / members;
+  const reputations = new Map(
+    genesis.members.map((m) => [m.index, opts.reputations?.[m.index] ?? share]),
+  );
+  const tokens =
+    opts.clients === undefined
+      ? undefined
+      : new TokenService({
+          fhirBase: () => `${urls[0]}/fhir`,
+          key: await newSigningKey(),
+          db: net.institutions[0]!.core.store.db,
+        });
   try {
     for (const inst of net.institutions) {
       const api = createFhirApi({
@@ -66,10 +98,10 @@ export async function openPortalNet(seed: string, members: number): Promise<Port
           submitBundle: (b) => primary.submitBundle(b),
         },
         directory,
-        reputation: () => ({
-          reputations: new Map(genesis.members.map((m) => [m.index, share])),
-          group: genesis.members.map((m) => m.index),
-        }),
+        reputation: () => ({ reputations, group: genesis.members.map((m) => m.index) }),
+        ...(inst.index === 0 && tokens && opts.clients
+          ? { smart: { tokens, clients: opts.clients } }
+          : {}),
         mapping: parts.mapping,
         validator: parts.validator,
         ehrToken: TOKEN,
@@ -136,6 +168,7 @@ export async function openPortalNet(seed: string, members: number): Promise<Port
     apis,
     urls,
     registers,
+    ...(tokens ? { tokens } : {}),
     pinRegistrations,
     async close() {
       for (const api of apis) await api.app.close();

@@ -1,8 +1,13 @@
 /**
  * The patient portal end to end, in headless Chromium (Debian's /usr/bin/chromium driven by
- * playwright-core), against two institutions with real HTTP listeners on 127.0.0.1
- * (portal-net.ts): home (0), where the patient registers and the EHR writes, and D (1), which
- * the patient grants. Every cryptographic step of the patient happens in the page.
+ * playwright-core), against four institutions with real HTTP listeners on 127.0.0.1
+ * (portal-net.ts): home (0), where the patient registers and the EHR writes, with a SMART
+ * authorisation server; D (1), which the patient grants; ASKER (2) and LOW (3), which ask for
+ * access. Every cryptographic step of the patient happens in the page.
+ *
+ * Reputations come from a STUB ReputationView given to the APIs (portal-net.ts `reputations`:
+ * 0.75, 0.5, 0.62, 0.31): the in-process network closes no chunks of keyblocks, so it has no real
+ * reputations. Everything else is real: signatures, LevelDB, the grant, the SMART tokens.
  *
  *   front desk (test, EHR token): enrolment code at home
  *   page: create keys (default scrypt cost), register with the code; test pins keyblock 2
@@ -12,9 +17,21 @@
  *   page: export the key file (opened in Node: the CLI's format); revoke
  *   D: $everything serves none of the records; a fresh link for the revoked Consent is refused
  *   page: who read what lists D's read
+ *   app (test): a SMART standalone launch at home (PKCE S256); Chromium opens the authorize page,
+ *     follows its link to the portal, unlocks, approves (signed in the page) and lands on the
+ *     app's redirect URI with code and state; the test exchanges the code and reads $everything;
+ *     a second launch, looked up by its pasted request code, is declined (error=access_denied)
+ *   page: sets a threshold of 0.5; ASKER (0.62) asks through its own sidecar, LOW (0.31) is
+ *     refused by the home (403 BELOW_THRESHOLD); the page lists ASKER's request and approves it
+ *     (a grant made in the page, then the decision with its Consent id, then a share link);
+ *     ASKER polls, sees approved + the Consent id, reads $everything; the home's own request is
+ *     declined in the page
  * Screenshots of each step go to test-artifacts/portal/.
  */
+import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { Bundle, Observation, OperationOutcome, Provenance } from '@medplum/fhirtypes';
 import { type Browser, chromium, type Page } from 'playwright-core';
@@ -23,6 +40,7 @@ import { makeShareLink, parseShareLink } from '../../src/authz/share-link.ts';
 import { openKeyFileAsync } from '../../src/crypto/keyfile.ts';
 import { systemRandom } from '../../src/crypto/random.ts';
 import { ledgerValue } from '../../src/fhir/provenance.ts';
+import { ClientRegistry, parseClients } from '../../src/smart/clients.ts';
 import { AUTH, closeSharedParts, smallTransaction } from '../http/harness.ts';
 import { openPortalNet, type PortalNet } from './portal-net.ts';
 
@@ -30,6 +48,11 @@ const CHROMIUM = '/usr/bin/chromium';
 const ARTIFACTS = 'test-artifacts/portal';
 const HOME = 0;
 const D = 1;
+const ASKER = 2;
+const LOW = 3;
+/** The stub reputations (see the header). */
+const REPUTATIONS = [0.75, 0.5, 0.62, 0.31];
+const APP_ID = 'chart-app';
 const PASSPHRASE = 'a long and patient passphrase';
 const IDENTITY = {
   system: 'http://hl7.org/fhir/sid/us-ssn',
@@ -47,6 +70,10 @@ let link: string;
 let consent: string;
 let recordIds: string[] = [];
 let keyFileText: string;
+/** The SMART app's own server: answers every request, and remembers the callbacks it got. */
+let app: Server;
+let appOrigin: string;
+const callbacks: string[] = [];
 const pageErrors: string[] = [];
 let shot = 0;
 
@@ -104,7 +131,33 @@ beforeAll(async () => {
     );
   }
   mkdirSync(ARTIFACTS, { recursive: true });
-  s = await openPortalNet('portal-e2e', 2);
+  app = createServer((req, res) => {
+    if (req.url?.startsWith('/callback')) callbacks.push(req.url);
+    res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+    res.end(
+      '<!doctype html><html lang="en"><head><title>Chart app</title><link rel="icon" href="data:,">' +
+        '</head><body><h1>Chart app</h1></body></html>',
+    );
+  });
+  await new Promise<void>((ok) => app.listen(0, '127.0.0.1', ok));
+  appOrigin = `http://127.0.0.1:${(app.address() as AddressInfo).port}`;
+  const clients = new ClientRegistry(
+    parseClients(
+      {
+        clients: [
+          {
+            clientId: APP_ID,
+            name: 'Chart app',
+            kind: 'public',
+            redirectUris: [`${appOrigin}/callback`],
+            scope: 'launch/patient offline_access patient/*.rs',
+          },
+        ],
+      },
+      'test clients',
+    ),
+  );
+  s = await openPortalNet('portal-e2e', 4, { reputations: REPUTATIONS, clients });
   home = s.urls[HOME]!;
   browser = await chromium.launch({
     executablePath: CHROMIUM,
@@ -127,6 +180,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await browser?.close();
+  await new Promise((ok) => app?.close(ok));
   await s?.close();
   await closeSharedParts();
 }, 60_000);
@@ -378,6 +432,243 @@ describe('the patient portal in Chromium', () => {
     await act('Show my records');
     await expect(page.locator('#records-body tr').count()).resolves.toBe(2);
     await screenshot('imported');
+    expect(pageErrors).toEqual([]);
+  });
+  /** A standalone launch of the SMART app at home, as the app builds it (PKCE S256). */
+  function launch(state: string): { url: string; verifier: string } {
+    const verifier = randomBytes(32).toString('base64url');
+    const url = new URL(`${home}/smart/authorize`);
+    const params = {
+      response_type: 'code',
+      client_id: APP_ID,
+      redirect_uri: `${appOrigin}/callback`,
+      scope: 'launch/patient patient/*.rs',
+      state,
+      aud: `${home}/fhir`,
+      code_challenge: createHash('sha256').update(verifier).digest('base64url'),
+      code_challenge_method: 'S256',
+    };
+    for (const [k, v] of Object.entries(params)) url.searchParams.set(k, v);
+    return { url: url.toString(), verifier };
+  }
+
+  /** Waits until the browser is at the app's redirect URI; its query. */
+  async function landedAtApp(): Promise<URLSearchParams> {
+    await page.waitForURL((u) => u.origin === appOrigin && u.pathname === '/callback', {
+      timeout: 30_000,
+    });
+    const url = new URL(page.url());
+    expect(callbacks).toContain(`${url.pathname}${url.search}`);
+    return url.searchParams;
+  }
+
+  it("approves a SMART app's launch in the page and sends the browser back with a code", async () => {
+    const { url, verifier } = launch('state-approve-1');
+    await page.goto(url);
+    await expect(page.locator('h1').textContent()).resolves.toBe(
+      'Chart app asks to read your records',
+    );
+    await page.getByRole('link', { name: 'Open the patient portal to approve or decline' }).click();
+    await page.waitForURL(/\/portal\/#approve=[0-9a-f]{32}$/);
+    const request = new URL(page.url()).hash.slice('#approve='.length);
+    await page.locator('#approve-request').waitFor();
+    await expect(page.locator('#approve-title').textContent()).resolves.toBe(
+      'Chart app asks to read your records',
+    );
+    const asks = await page.locator('#approve-details li').allTextContents();
+    expect(asks).toEqual([
+      'know which patient record is yours launch/patient',
+      'read all your records patient/*.rs',
+    ]);
+    const details = (await page.locator('#approve-details').textContent()) ?? '';
+    expect(details).toContain(`Chart app (${APP_ID})`);
+    expect(details).toContain(`Server${home}/fhir`);
+    expect(details).toContain(request);
+    // The page opened with locked keys: approving needs them (declining does not).
+    const approve = page.getByRole('button', { name: 'Approve', exact: true });
+    await expect(approve.isDisabled()).resolves.toBe(true);
+    await expect(page.locator('#approve-needs').textContent()).resolves.toMatch(
+      /^Unlock your keys/,
+    );
+    await page.getByLabel('Passphrase of your keys').fill(PASSPHRASE);
+    await act('Unlock', 60_000);
+    await expect(approve.isEnabled()).resolves.toBe(true);
+    await page.locator('#approve').scrollIntoViewIfNeeded();
+    await screenshot('app-approval');
+    await approve.click();
+
+    const back = await landedAtApp();
+    expect(back.get('state')).toBe('state-approve-1');
+    const code = back.get('code');
+    expect(code).toBeTruthy();
+    expect(back.get('error')).toBeNull();
+    // The app exchanges the code (PKCE) and reads the patient's records with the token.
+    const res = await fetch(`${home}/smart/token`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({
+        grant_type: 'authorization_code',
+        code: code!,
+        redirect_uri: `${appOrigin}/callback`,
+        code_verifier: verifier,
+        client_id: APP_ID,
+      }),
+    });
+    const token = (await res.json()) as { access_token?: string; patient?: string; scope?: string };
+    expect(res.status, JSON.stringify(token)).toBe(200);
+    expect(token.patient).toBe(idHash);
+    expect(token.scope?.split(' ')).toEqual(['launch/patient', 'patient/*.rs']);
+    const everything = await fetch(`${home}/fhir/Patient/${idHash}/$everything?_count=100`, {
+      headers: { authorization: `Bearer ${token.access_token}`, accept: 'application/fhir+json' },
+    });
+    expect(everything.status).toBe(200);
+    const observations = ofType<Observation>((await everything.json()) as Bundle, 'Observation');
+    expect(observations.map((o) => o.valueQuantity?.value).sort()).toEqual([60, 61]);
+    // The code is single use.
+    const again = await fetch(`${home}/smart/token`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({
+        grant_type: 'authorization_code',
+        code: code!,
+        redirect_uri: `${appOrigin}/callback`,
+        code_verifier: verifier,
+        client_id: APP_ID,
+      }),
+    });
+    expect(again.status).toBe(400);
+  });
+
+  it('declines a launch whose request code the patient pastes', async () => {
+    const { url } = launch('state-decline-2');
+    const view = (await (await fetch(url, { headers: { accept: 'application/json' } })).json()) as {
+      request: string;
+    };
+    await page.goto(`${home}/portal/`);
+    const field = page.getByLabel("Request code (or the link from the app's approval page)");
+    await field.fill('not a code');
+    await page.getByRole('button', { name: 'Look up', exact: true }).click();
+    await expect(status('error')).resolves.toBe(
+      'the request code has 32 letters and digits (0-9, a-f)',
+    );
+    await field.fill(` ${view.request.toUpperCase()} `);
+    await act('Look up');
+    await expect(page.locator('#approve-title').textContent()).resolves.toBe(
+      'Chart app asks to read your records',
+    );
+    await page.getByRole('button', { name: 'Decline', exact: true }).click();
+    const back = await landedAtApp();
+    expect(back.get('error')).toBe('access_denied');
+    expect(back.get('state')).toBe('state-decline-2');
+    expect(back.get('code')).toBeNull();
+    const gone = await fetch(`${home}/smart/authorize/requests/${view.request}`);
+    expect(gone.status).toBe(404);
+  });
+
+  const PURPOSE = 'Referral: cardiology follow-up';
+  /** Institution `from`'s staff ask through their own sidecar (EHR token there). */
+  const send = (from: number) =>
+    http(`${s.urls[from]}/spchain/access-requests/send`, 'POST', { idHash, purpose: PURPOSE });
+  const accessRows = () =>
+    page
+      .locator('#access-body tr')
+      .evaluateAll((trs) =>
+        trs.map((tr) => Array.from(tr.querySelectorAll('td'), (td) => td.textContent ?? '')),
+      );
+  const nameOf = (i: number) => s.net.fixture.genesis.members[i]!.name;
+
+  it('sets a threshold; an institution below it is refused by the home, with the reason', async () => {
+    await page.goto(`${home}/portal/`);
+    await page.getByLabel('Passphrase of your keys').fill(PASSPHRASE);
+    await act('Unlock', 60_000);
+    await act('Show the requests');
+    await expect(page.locator('#threshold-state').textContent()).resolves.toBe(
+      'No threshold set: institutions cannot ask you for access.',
+    );
+    const early = await send(ASKER);
+    expect(early.status).toBe(403);
+    expect(JSON.stringify(early.json)).toContain('NO_POLICY');
+
+    await page.getByLabel('Lowest reputation allowed to ask (0 to 1)').fill('0.5');
+    await expect(act('Save threshold')).resolves.toBe(
+      'Threshold saved. Institutions with a reputation below 0.5 are refused automatically.',
+    );
+    const refused = await send(LOW);
+    expect(refused.status).toBe(403);
+    expect(refused.json).toMatchObject({
+      resourceType: 'OperationOutcome',
+      issue: [
+        {
+          severity: 'error',
+          code: 'forbidden',
+          details: {
+            coding: [{ system: 'urn:spchain:access-request', code: 'BELOW_THRESHOLD' }],
+            text: "the patient's home refused it: institution 3 has reputation 0.31, below the 0.5 the patient set",
+          },
+        },
+      ],
+    });
+  });
+
+  it('lists the request of an institution above it; approving grants it, and it reads', async () => {
+    const asked = await send(ASKER);
+    expect(asked.status, JSON.stringify(asked.json).slice(0, 300)).toBe(201);
+    const id = asked.json.id as string;
+    expect(asked.json).toEqual({
+      id,
+      state: 'pending',
+      reputation: 0.62,
+      poll: `${home}/spchain/access-requests/${id}`,
+    });
+    expect((await http(asked.json.poll as string, 'GET')).json).toEqual({ state: 'pending' });
+
+    await act('Show the requests');
+    const before = await accessRows();
+    expect(before.map((c) => c.slice(0, 4))).toEqual([
+      [`${nameOf(ASKER)} (${ASKER})`, '0.62', '0.62', PURPOSE],
+    ]);
+    expect(before[0]![5]).toBe('waiting for you');
+    await page.locator('#access').scrollIntoViewIfNeeded();
+    await screenshot('access-requests');
+
+    const said = await act(`Approve the request of ${nameOf(ASKER)}`);
+    expect(said).toMatch(new RegExp(`^Request of ${nameOf(ASKER)} approved: access granted`));
+    const accessLink = await page.getByLabel('Share link', { exact: true }).inputValue();
+    const parsed = parseShareLink(accessLink);
+    if (!parsed.ok) throw new Error(parsed.message);
+    expect(parsed.payload).toMatchObject({ idHash, grantee: ASKER, issuer: home });
+    await expect(page.locator('#access-qr svg path').count()).resolves.toBeGreaterThan(0);
+    const after = await accessRows();
+    expect(after[0]![5]).toBe(`approved (${parsed.payload.consent})`);
+    await screenshot('access-approved');
+
+    // The requester polls: approved, with the Consent id of the grant the page made.
+    const polled = await http(asked.json.poll as string, 'GET');
+    expect(polled.json).toEqual({ state: 'approved', consentId: parsed.payload.consent });
+    const everything = await http(
+      `${s.urls[ASKER]}/fhir/Patient/${idHash}/$everything?_count=100`,
+      'GET',
+    );
+    expect(everything.status).toBe(200);
+    const observations = matches(everything.json as unknown as Bundle).filter(
+      (r) => r.resourceType === 'Observation',
+    ) as Observation[];
+    expect(observations.map((o) => o.valueQuantity?.value).sort()).toEqual([60, 61]);
+  });
+
+  it('declines a request in the page', async () => {
+    const asked = await send(HOME);
+    expect(asked.status, JSON.stringify(asked.json).slice(0, 300)).toBe(201);
+    expect(asked.json.reputation).toBe(0.75);
+    await act('Show the requests');
+    const said = await act(`Decline the request of ${nameOf(HOME)}`);
+    expect(said).toBe(`Request of ${nameOf(HOME)} declined.`);
+    const rows = await accessRows();
+    expect(rows.map((c) => [c[0], c[5]])).toEqual([
+      [`${nameOf(HOME)} (${HOME})`, 'declined'],
+      [`${nameOf(ASKER)} (${ASKER})`, expect.stringMatching(/^approved \(consent-/)],
+    ]);
+    expect((await http(asked.json.poll as string, 'GET')).json).toEqual({ state: 'declined' });
     expect(pageErrors).toEqual([]);
   });
 });
