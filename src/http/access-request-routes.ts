@@ -50,7 +50,7 @@
  *   0x04 u16 institution, nonce      -> varint ts + window (swept once past)
  * Each patient keeps at most MAX_KEPT requests: the oldest decided ones go first.
  */
-import type { FastifyInstance, FastifyReply, FastifyRequest, RouteShorthandOptions } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import {
   ACCESS_REQUEST_WINDOW_MS,
   type AccessRequestDocument,
@@ -75,12 +75,11 @@ import { prefixRange } from '../sidecar/share-grants.ts';
 import { type Db, openSublevel, type Sublevel, type WriteOp } from '../store/db.ts';
 import { be } from '../store/keys.ts';
 import { openSeal, sealIn } from '../store/values.ts';
-import type { AuthRule } from './auth.ts';
 import { postToSidecar } from './forward.ts';
 import {
   authenticatePatient,
-  CORS_HEADERS,
   checkIdHashParam,
+  corsRoute,
   patientContext,
   type ReputationView,
 } from './patient-routes.ts';
@@ -142,20 +141,9 @@ export interface AccessRequestRoutesDeps {
 }
 
 // ---------------------------------------------------------------------------------------------
-// CORS (patient-routes' headers)
+// CORS: patient-routes' (corsRoute)
 
-const ACCESS_CORS: Readonly<Record<string, string>> = CORS_HEADERS;
-
-function cors(auth: AuthRule): RouteShorthandOptions {
-  return {
-    config: { auth },
-    onSend: async (_req: FastifyRequest, reply: FastifyReply, payload: unknown) => {
-      reply.headers(ACCESS_CORS);
-      return payload;
-    },
-  };
-}
-
+const cors = corsRoute;
 // ---------------------------------------------------------------------------------------------
 // Storage
 
@@ -666,7 +654,7 @@ export function registerAccessRequestRoutes(
 
   app.get<{ Params: { id: string } }>(
     '/spchain/access-requests/:id',
-    cors('public'),
+    cors('public', 'guess'),
     async (req, reply) => {
       const found = await audited(
         deps.audit,

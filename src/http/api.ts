@@ -54,7 +54,7 @@ export interface FhirApiParts {
    * institution's own records only, and the grant routes do not exist.
    */
   readonly sharing?: Pick<Sharing, 'acceptGrant' | 'revoke'> &
-    Partial<Pick<Sharing, 'consentState' | 'consentIds' | 'consents'>> &
+    Partial<Pick<Sharing, 'consentState' | 'consentIds' | 'consents' | 'ownRecords'>> &
     SharedSource;
   /**
    * What makes leaf txs for this institution's patients (POST /spchain/leaves): its keys and its
@@ -224,6 +224,7 @@ export function createFhirApi(p: FhirApiParts): FhirApi {
         audit,
         ...(consentIds ? { consentIds } : {}),
         ...(consents ? { consents } : {}),
+        ...(sharing?.ownRecords ? { ownRecords: sharing.ownRecords } : {}),
         ...(p.directory ? { directory: p.directory } : {}),
         ...(p.reputation ? { reputation: p.reputation } : {}),
         base,

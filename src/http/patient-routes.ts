@@ -23,7 +23,20 @@
  *   GET  /spchain/patients/:idHash/records   patient-signed (x-spchain-patient): the patient's
  *                                            records held here, as stored ciphertext (capsule +
  *                                            ciphertext, base64) for the patient to decrypt;
- *                                            `after` cursor, `count` <= 200. Audited.
+ *                                            `after` cursor, `count` <= 200. Audited. With
+ *                                            `holder=<index>`: that holder's records, as below.
+ *   GET  /spchain/blocks/:i/:j/records       patient-signed, the patient's whole history from any
+ *                                            sidecar (paper 5.2 retrieval) by block number:
+ *                                            without `holder`, { holders: [{ index, name,
+ *                                            records: leafSeq }] } (the block's leaves with
+ *                                            seq > 0); with `holder=<index>[&after][&count]`,
+ *                                            { holder, records, next?, skipped? }: this
+ *                                            institution's vault, or for another leaf the page
+ *                                            that holder answers to the patient's relayed
+ *                                            signature over p2p (sidecar/own-records.ts; the
+ *                                            original ciphertexts, unreadable here). 404 for a
+ *                                            holder that is not a leaf with records, 502 when it
+ *                                            cannot be reached, 503 without a p2p relay.
  *   GET  /spchain/patients/:idHash/audit     patient-signed: the AuditEvents about the patient
  *                                            here, newest first (searchset Bundle), `count` <= 100
  *
@@ -45,11 +58,18 @@ import type { Bundle } from '@medplum/fhirtypes';
 import { sha256 } from '@noble/hashes/sha2.js';
 import type { FastifyInstance, FastifyReply, FastifyRequest, RouteShorthandOptions } from 'fastify';
 import {
+  DEFAULT_OWN_RECORDS,
+  parseRecordsPath,
+  type RecordsCursor,
+  type RecordsQuery,
+} from '../authz/own-records.ts';
+import {
   PATIENT_REQUEST_HEADER,
+  type ParsedPatientRequest,
   parsePatientRequestHeader,
   verifyPatientRequest,
 } from '../authz/patient-request.ts';
-import { equalBytes, fromHex, toHex, utf8 } from '../crypto/bytes.ts';
+import { fromHex, toHex, utf8 } from '../crypto/bytes.ts';
 import { type RandomBytes, systemRandom } from '../crypto/random.ts';
 import type { AuditAgent, AuditLog } from '../fhir/audit.ts';
 import { audited } from '../fhir/audited.ts';
@@ -60,11 +80,13 @@ import { decode, encode } from '../ledger/codec.ts';
 import { isLedgerError } from '../ledger/errors.ts';
 import { computeIdHashAsync, type IdHashCost } from '../ledger/idhash.ts';
 import type { Microblock } from '../ledger/microblock.ts';
-import type { Bytes, InstitutionIndex, Member } from '../ledger/types.ts';
+import type { BlockRef, Bytes, InstitutionIndex, Member } from '../ledger/types.ts';
 import type { AnchorStatus } from '../sidecar/anchor.ts';
-import { decodeResourceEntry, decodeResourceKey, resourceKey } from '../sidecar/entries.ts';
+import { decodeResourceKey } from '../sidecar/entries.ts';
+import { type OwnRecordsRelay, readOwnRecords } from '../sidecar/own-records.ts';
 import type { PatientLedger } from '../sidecar/patients.ts';
 import { prefixRange } from '../sidecar/share-grants.ts';
+import type { OwnSkipped } from '../sidecar/share-wire.ts';
 import type { SidecarStore } from '../sidecar/store.ts';
 import { type Db, openSublevel, type Sublevel } from '../store/db.ts';
 import { openSeal, sealIn } from '../store/values.ts';
@@ -83,9 +105,9 @@ export const CORS_HEADERS: Readonly<Record<string, string>> = {
 };
 
 /** Route options with the auth rule and the CORS headers on every answer (errors included). */
-export function corsRoute(auth: AuthRule): RouteShorthandOptions {
+export function corsRoute(auth: AuthRule, limit?: 'guess'): RouteShorthandOptions {
   return {
-    config: { auth },
+    config: { auth, ...(limit ? { limit } : {}) },
     onSend: async (_req: FastifyRequest, reply: FastifyReply, payload: unknown) => {
       reply.headers(CORS_HEADERS);
       return payload;
@@ -129,17 +151,69 @@ export async function authenticatePatient(
   idHash: string,
   deps: { chainId: string; ledger: PatientLedger; now: () => number },
 ): Promise<Microblock> {
-  const header = req.headers[PATIENT_REQUEST_HEADER];
-  const parsed = parsePatientRequestHeader(typeof header === 'string' ? header : undefined);
-  if (!parsed.ok) throw fail(401, 'login', parsed.message);
-  if (parsed.value.idHash !== idHash) {
+  const parsed = patientHeader(req);
+  if (parsed.idHash !== idHash) {
     throw fail(401, 'login', `the ${PATIENT_REQUEST_HEADER} header is for another patient`);
   }
   const block = await deps.ledger.getMicroblockByIdHash(fromHex(idHash, 'idHash'));
   if (block === undefined) {
     throw fail(404, 'not-found', 'no patient with this idHash is registered on the ledger');
   }
-  const checked = verifyPatientRequest(parsed.value, {
+  checkSignature(req, parsed, block, deps);
+  return block;
+}
+
+/** The pinned ledger, with the lookup of a patient block by its number where the store has it. */
+export type BlockLedger = PatientLedger & {
+  getMicroblock?(ref: BlockRef): Promise<Microblock | undefined>;
+};
+
+/**
+ * Checks the x-spchain-patient header of `req` for the patient block (i, j): 401 missing,
+ * malformed, for the patient of another block, stale or a bad signature; 404 when no patient
+ * block (i, j) is pinned. Returns the block and the parsed header (the relay forwards it).
+ */
+export async function authenticateBlockPatient(
+  req: FastifyRequest,
+  ref: BlockRef,
+  deps: { chainId: string; ledger: BlockLedger; now: () => number },
+): Promise<{ block: Microblock; header: ParsedPatientRequest }> {
+  const header = patientHeader(req);
+  const { ledger } = deps;
+  let block: Microblock | undefined;
+  if (ledger.getMicroblock !== undefined) {
+    block = await ledger.getMicroblock(ref);
+    if (block !== undefined && toHex(block.header.idHash) !== header.idHash) {
+      throw fail(401, 'login', `the ${PATIENT_REQUEST_HEADER} header is for another patient`);
+    }
+  } else {
+    // O(1) all the same: the header's patient's block, which must be the one named.
+    block = await ledger.getMicroblockByIdHash(fromHex(header.idHash, 'idHash'));
+    if (block !== undefined && (block.header.i !== ref.i || block.header.j !== ref.j)) {
+      block = undefined;
+    }
+  }
+  if (block === undefined) {
+    throw fail(404, 'not-found', `no patient block (${ref.i}, ${ref.j}) of this patient is pinned`);
+  }
+  checkSignature(req, header, block, deps);
+  return { block, header };
+}
+
+function patientHeader(req: FastifyRequest): ParsedPatientRequest {
+  const header = req.headers[PATIENT_REQUEST_HEADER];
+  const parsed = parsePatientRequestHeader(typeof header === 'string' ? header : undefined);
+  if (!parsed.ok) throw fail(401, 'login', parsed.message);
+  return parsed.value;
+}
+
+function checkSignature(
+  req: FastifyRequest,
+  parsed: ParsedPatientRequest,
+  block: Microblock,
+  deps: { chainId: string; now: () => number },
+): void {
+  const checked = verifyPatientRequest(parsed, {
     chainId: deps.chainId,
     method: req.method,
     path: req.url,
@@ -148,7 +222,6 @@ export async function authenticatePatient(
     signingKey: block.patientSigningKey,
   });
   if (!checked.ok) throw fail(401, 'login', checked.message);
-  return block;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -255,7 +328,13 @@ export interface PatientRoutesDeps {
   readonly idHashCost?: IdHashCost;
   readonly store: Pick<SidecarStore, 'db' | 'spaces' | 'vault' | 'read'>;
   readonly resources: Pick<ResourceStore, 'read'>;
-  readonly ledger: PatientLedger;
+  readonly ledger: BlockLedger;
+  /**
+   * Asks another holder for a page of the patient's own records on the patient's relayed
+   * signature (sidecar/own-records.ts relayOwnRecords over the p2p record service). Without it,
+   * only this institution's records are served (503 for another holder).
+   */
+  readonly ownRecords?: OwnRecordsRelay;
   readonly registration: RegistrationDeps;
   readonly anchorStatus: (tx: string) => Promise<AnchorStatus>;
   readonly audit: AuditLog;
@@ -274,8 +353,6 @@ export interface PatientRoutesDeps {
   readonly random?: RandomBytes;
 }
 
-const MAX_RECORDS = 200;
-const DEFAULT_RECORDS = 50;
 const MAX_AUDIT = 100;
 const DEFAULT_AUDIT = 50;
 const MAX_IDENTIFIER_CHARS = 1024;
@@ -297,6 +374,7 @@ export function registerPatientRoutes(app: FastifyInstance, deps: PatientRoutesD
     '/spchain/patients/:idHash/registration',
     '/spchain/institutions',
     '/spchain/patients/:idHash/records',
+    '/spchain/blocks/:i/:j/records',
     '/spchain/patients/:idHash/audit',
     '/spchain/patients/:idHash/consents',
   ]);
@@ -363,7 +441,7 @@ export function registerPatientRoutes(app: FastifyInstance, deps: PatientRoutesD
 
   app.get<{ Params: { code: string } }>(
     '/spchain/enrolments/:code',
-    corsRoute('public'),
+    corsRoute('public', 'guess'),
     async (req, reply) => {
       let found: { enrolment: Enrolment };
       try {
@@ -383,7 +461,7 @@ export function registerPatientRoutes(app: FastifyInstance, deps: PatientRoutesD
     },
   );
 
-  app.post('/spchain/patients/self', corsRoute('patient-signed'), async (req, reply) => {
+  app.post('/spchain/patients/self', corsRoute('patient-signed', 'guess'), async (req, reply) => {
     const body = (req.body ?? {}) as Record<string, unknown>;
     if (typeof body.code !== 'string') {
       throw fail(400, 'required', 'code must be the enrolment code', 'code');
@@ -456,14 +534,56 @@ export function registerPatientRoutes(app: FastifyInstance, deps: PatientRoutesD
     });
   });
 
-  app.get<{ Params: { idHash: string }; Querystring: Record<string, unknown> }>(
+  app.get<{ Params: { idHash: string } }>(
     '/spchain/patients/:idHash/records',
     corsRoute('patient-signed'),
     async (req, reply) => {
-      const idHash = checkIdHashParam(req.params.idHash);
-      await authenticatePatient(req, req.params.idHash, auth);
-      const count = countParam(req.query.count, DEFAULT_RECORDS, MAX_RECORDS);
-      const after = cursorParam(req.query.after);
+      checkIdHashParam(req.params.idHash);
+      const block = await authenticatePatient(req, req.params.idHash, auth);
+      const query = recordsQuery(req.url);
+      return reply.send(await recordsPage(req, block, patientHeader(req), query));
+    },
+  );
+
+  app.get<{ Params: { i: string; j: string } }>(
+    '/spchain/blocks/:i/:j/records',
+    corsRoute('patient-signed'),
+    async (req, reply) => {
+      const ref = { i: blockParam(req.params.i, 'i'), j: blockParam(req.params.j, 'j') };
+      const { block, header } = await authenticateBlockPatient(req, ref, auth);
+      const query = recordsQuery(req.url);
+      if (query.holder !== undefined) {
+        return reply.send(await recordsPage(req, block, header, query));
+      }
+      if (query.after !== undefined || query.count !== undefined) {
+        throw fail(400, 'required', 'after and count page the records of one holder', 'holder');
+      }
+      const names = new Map(deps.members.map((m) => [m.index, m.name]));
+      return reply.send({
+        holders: block.leaves
+          .filter((l) => l.seq > 0)
+          .map((l) => ({
+            index: l.institution,
+            name: names.get(l.institution) ?? `institution ${l.institution}`,
+            records: l.seq,
+          })),
+      });
+    },
+  );
+
+  /** One page of the patient's records at `query.holder` (default: here). */
+  async function recordsPage(
+    req: FastifyRequest,
+    block: Microblock,
+    header: ParsedPatientRequest,
+    query: RecordsQuery,
+  ): Promise<RecordsPage> {
+    const self = deps.institution.index;
+    const holder = query.holder ?? self;
+    const idHash = block.header.idHash;
+    const patients = [`Patient/${toHex(idHash)}`];
+    const count = query.count ?? DEFAULT_OWN_RECORDS;
+    if (holder === self) {
       const page = await audited(
         deps.audit,
         {
@@ -472,14 +592,33 @@ export function registerPatientRoutes(app: FastifyInstance, deps: PatientRoutesD
           status: 200,
           entities: (p: RecordsPage) =>
             p.records.map((r) => `${r.resourceType}/${r.id}/_history/${r.version}`),
-          patients: [`Patient/${req.params.idHash}`],
+          patients,
           now,
         },
-        () => readRecords(deps, idHash, count, after),
+        () => readRecords(deps, idHash, count, query.after),
       );
-      return reply.send(page);
-    },
-  );
+      return query.holder === undefined ? page : { holder, ...page };
+    }
+    if (!block.leaves.some((l) => l.institution === holder && l.seq > 0)) {
+      throw fail(
+        404,
+        'not-found',
+        `institution ${holder} holds no records in this patient block`,
+        'holder',
+      );
+    }
+    const relay = deps.ownRecords;
+    if (relay === undefined) {
+      throw fail(503, 'not-supported', 'this sidecar cannot ask other institutions', 'holder');
+    }
+    // The holder's records are not this institution's: the read is logged under the patient only.
+    const page = await audited(
+      deps.audit,
+      { interaction: 'read', ctx: patientContext(req), status: 200, patients, now },
+      () => relayPage(relay, holder, { ...header, path: req.url }, idHash),
+    );
+    return { holder, ...page };
+  }
 
   // The patient's grants as this holder keeps them: each signed FHIR Consent and whether it lets
   // its institution read now (active, revoked, expired, ...).
@@ -531,6 +670,81 @@ export function registerPatientRoutes(app: FastifyInstance, deps: PatientRoutesD
   );
 }
 
+function blockParam(value: string, field: 'i' | 'j'): number {
+  if (!/^(?:0|[1-9][0-9]{0,8})$/.test(value)) {
+    throw fail(400, 'invalid', `${field} must be a block number (a non-negative integer)`, field);
+  }
+  return Number(value);
+}
+
+/** The records query of the request's path (authz/own-records.ts: the holder reads it too). */
+function recordsQuery(url: string): RecordsQuery {
+  const parsed = parseRecordsPath(url);
+  if (!parsed.ok) throw fail(400, 'invalid', `${parsed.field} ${parsed.message}`, parsed.field);
+  return parsed.value;
+}
+
+/** HTTP answers to a holder's refusal (authz OwnRecordsDenial); its own text is not passed on. */
+const DENIALS: Readonly<Record<string, [number, string]>> = {
+  STALE: [401, "the request's timestamp is too far from the holder's clock"],
+  BAD_SIGNATURE: [401, "the holder finds the request's signature is not the patient's"],
+  UNREGISTERED: [404, 'the holder has no pinned block of this patient yet'],
+  MALFORMED: [400, 'the holder cannot read the request'],
+};
+
+/** A page from another holder, relayed on the patient's signature. */
+async function relayPage(
+  relay: OwnRecordsRelay,
+  holder: InstitutionIndex,
+  signed: ParsedPatientRequest & { path: string },
+  idHash: Bytes,
+): Promise<RecordsPage> {
+  let answer: Awaited<ReturnType<OwnRecordsRelay>>;
+  try {
+    answer = await relay(holder, {
+      idHash,
+      ts: signed.ts,
+      sig: signed.sig,
+      path: signed.path,
+    });
+  } catch (err) {
+    const code = (err as { code?: unknown }).code;
+    const why = typeof code === 'string' && /^[A-Z_]{1,32}$/.test(code) ? ` (${code})` : '';
+    throw fail(502, 'transient', `institution ${holder} could not be asked${why}`, 'holder');
+  }
+  if (answer.type === 'denied') {
+    const [status, message] = DENIALS[answer.reason] ?? [
+      502,
+      `institution ${holder} refused the request`,
+    ];
+    throw fail(status, status === 401 ? 'login' : 'processing', message, 'holder');
+  }
+  const records: PatientRecordJson[] = answer.records.map((r) => ({
+    resourceType: r.resourceType,
+    id: r.id,
+    version: r.version,
+    kind: r.kind,
+    txHash: toHex(r.txHash),
+    ...(r.target === null ? {} : { target: toHex(r.target) }),
+    capsule: b64(r.capsule),
+    ciphertext: b64(r.ciphertext),
+    anchoring: { ...r.anchoring },
+  }));
+  return {
+    records,
+    ...(answer.next === undefined ? {} : { next: answer.next }),
+    ...(answer.skipped.length === 0 ? {} : { skipped: answer.skipped.map(skippedJson) }),
+  };
+}
+
+const skippedJson = (s: OwnSkipped): SkippedJson => ({
+  resourceType: s.resourceType,
+  id: s.id,
+  version: s.version,
+  txHash: toHex(s.txHash),
+  reason: s.reason,
+});
+
 function countParam(value: unknown, def: number, max: number): number {
   if (value === undefined) return def;
   const n = typeof value === 'string' && /^[0-9]{1,4}$/.test(value) ? Number(value) : Number.NaN;
@@ -540,23 +754,19 @@ function countParam(value: unknown, def: number, max: number): number {
   return n;
 }
 
-/** `after`: the hex of a record's resource key, '.', and the version index within it. */
-interface Cursor {
-  readonly key: Bytes;
-  readonly version: number;
-}
-
-function cursorParam(value: unknown): Cursor | undefined {
-  if (value === undefined) return undefined;
-  const m =
-    typeof value === 'string' ? /^((?:[0-9a-f]{2}){1,300})\.([0-9]{1,7})$/.exec(value) : null;
-  if (!m) throw fail(400, 'invalid', 'after must be a cursor from a previous page (next)', 'after');
-  return { key: fromHex(m[1]!), version: Number(m[2]) };
+interface SkippedJson {
+  readonly resourceType: string;
+  readonly id: string;
+  readonly version: string;
+  readonly txHash: string;
+  readonly reason: string;
 }
 
 interface RecordsPage {
+  readonly holder?: InstitutionIndex;
   readonly records: PatientRecordJson[];
   readonly next?: string;
+  readonly skipped?: SkippedJson[];
 }
 
 const b64 = (bytes: Bytes) => Buffer.from(bytes).toString('base64');
@@ -572,46 +782,28 @@ async function readRecords(
   deps: PatientRoutesDeps,
   idHash: Bytes,
   count: number,
-  after: Cursor | undefined,
+  after: RecordsCursor | undefined,
 ): Promise<RecordsPage> {
-  const { store } = deps;
-  const range = prefixRange(idHash);
-  const start = after === undefined ? range.gte : Uint8Array.from([...idHash, ...after.key]);
+  const page = await readOwnRecords(deps.store, idHash, {
+    count,
+    ...(after === undefined ? {} : { after }),
+  });
   const records: PatientRecordJson[] = [];
-  let last: string | undefined;
-  let more = false;
-  for await (const key of store.spaces.patientRecord.keys({ ...range, gte: start })) {
-    const rk = key.subarray(idHash.length);
-    const { resourceType, id } = decodeResourceKey(rk);
-    const entry = await store.read('resource', resourceKey(resourceType, id), decodeResourceEntry);
-    if (entry === undefined) continue;
-    const skip = after !== undefined && equalBytes(rk, after.key) ? after.version + 1 : 0;
-    for (let n = skip; n < entry.versions.length; n++) {
-      const v = entry.versions[n]!;
-      const envelope = await store.vault.get(v.pointer);
-      if (envelope === undefined) continue;
-      if (records.length === count) {
-        more = true;
-        break;
-      }
-      const txHash = toHex(v.txHash);
-      records.push({
-        resourceType,
-        id,
-        version: v.version,
-        kind: v.kind,
-        txHash,
-        ...(v.target === null ? {} : { target: toHex(v.target) }),
-        capsule: b64(envelope.capsule),
-        ciphertext: b64(envelope.ciphertext),
-        anchoring: anchoringJson(await deps.anchorStatus(txHash)),
-      });
-      last = `${toHex(rk)}.${n}`;
-    }
-    if (more) break;
+  for (const r of page.records) {
+    const txHash = toHex(r.txHash);
+    records.push({
+      resourceType: r.resourceType,
+      id: r.id,
+      version: r.version,
+      kind: r.kind,
+      txHash,
+      ...(r.target === null ? {} : { target: toHex(r.target) }),
+      capsule: b64(r.capsule),
+      ciphertext: b64(r.ciphertext),
+      anchoring: anchoringJson(await deps.anchorStatus(txHash)),
+    });
   }
-  const next = more ? last : undefined;
-  return next === undefined ? { records } : { records, next };
+  return page.next === undefined ? { records } : { records, next: page.next };
 }
 
 /** The references this institution's audit log may name the patient by. */

@@ -12,6 +12,12 @@ declare module 'fastify' {
   interface FastifyContextConfig {
     /** Who may call the route (auth.ts); every route must say. */
     auth?: AuthRule;
+    /**
+     * 'guess': the route's answer tells a caller whether a guess was right (an enrolment code, a
+     * pending request id, a token): each client address gets `HttpOpts.guessLimit` calls of
+     * such routes per window (server.ts), then 429 with Retry-After.
+     */
+    limit?: 'guess';
   }
   interface FastifyRequest {
     /** Set by the authorisation hook before any handler runs. */

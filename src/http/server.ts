@@ -19,6 +19,7 @@
  *   headers, no bodies, no identifiers. Server faults are logged with their error name and code.
  */
 import { randomUUID } from 'node:crypto';
+import rateLimit from '@fastify/rate-limit';
 import Fastify, {
   type FastifyError,
   type FastifyInstance,
@@ -37,11 +38,14 @@ export interface HttpOpts {
   readonly logLevel: string;
   /** Where logs go (default stdout); tests capture them. */
   readonly logStream?: { write(line: string): void };
+  /** Calls per client address and window to the routes marked `limit: 'guess'`. */
+  readonly guessLimit: { readonly max: number; readonly windowMs: number };
 }
 
 export const defaultHttpOpts: HttpOpts = {
   bodyLimit: 32 * 1024 * 1024,
   logLevel: 'info',
+  guessLimit: { max: 300, windowMs: 60_000 },
 };
 
 const JSON_TYPES = ['application/fhir+json', 'application/json', 'application/json+fhir'];
@@ -56,6 +60,10 @@ export function buildHttpServer(
   const opts = { ...defaultHttpOpts, ...options };
   if (!Number.isSafeInteger(opts.bodyLimit) || opts.bodyLimit < 1024) {
     throw new RangeError(`bodyLimit must be an integer >= 1024 bytes, got ${opts.bodyLimit}`);
+  }
+  const { max, windowMs } = opts.guessLimit;
+  if (!Number.isSafeInteger(max) || max < 1 || !Number.isSafeInteger(windowMs) || windowMs < 1) {
+    throw new RangeError('guessLimit: max and windowMs must be integers >= 1');
   }
   const app = Fastify({
     bodyLimit: opts.bodyLimit,
@@ -135,6 +143,21 @@ export function buildHttpServer(
         `route ${route.method} ${route.url} declares no authorisation rule (config.auth)`,
       );
     }
+    // Runs before the rate limiter's own onRoute hook, which reads this.
+    if (route.config?.limit === 'guess') {
+      (route.config as Record<string, unknown>).rateLimit = {
+        max: opts.guessLimit.max,
+        timeWindow: opts.guessLimit.windowMs,
+      };
+    }
+  });
+  // Per client address, in memory (one sidecar process); only for the routes marked above.
+  app.register(rateLimit, {
+    global: false,
+    errorResponseBuilder: (_req, ctx) =>
+      new OutcomeError(ctx.statusCode, [
+        issue('throttled', `too many attempts from this address: try again in ${ctx.after}`),
+      ]),
   });
 
   app.addHook('onRequest', async (req, reply) => {
@@ -161,7 +184,8 @@ export function buildHttpServer(
   app.setNotFoundHandler((req, reply) =>
     sendError(fail(404, 'not-found', `no ${req.method} route here`), req, reply),
   );
-  routes(app);
+  // The routes load after the rate limiter (avvio loads plugins in order), so its hook sees them.
+  app.register(async (scope) => routes(scope));
   return app;
 }
 

@@ -138,7 +138,7 @@ export function registerShareLinkRoutes(app: FastifyInstance, deps: ShareLinkRou
     const redeemed = new RedeemedNonces(deps.db);
     const pending = new Set<string>();
     registerPreflight(app, ['/spchain/share-links/redeem']);
-    app.post('/spchain/share-links/redeem', corsRoute('public'), async (req, reply) => {
+    app.post('/spchain/share-links/redeem', corsRoute('public', 'guess'), async (req, reply) => {
       const body = (req.body ?? {}) as Record<string, unknown>;
       const payload = linkOf(body.link);
       const { institution, ts, signature } = body;

@@ -1,6 +1,6 @@
 /**
- * The read-only sections: my records (fetched from each holder with the patient's request
- * signature, decrypted here), the institutions of the network (name, index, reputation, consensus
+ * The read-only sections: my records (every holder's, asked of this page's own sidecar by block
+ * number with the patient's request signature per page, decrypted here), the institutions of the network (name, index, reputation, consensus
  * group), and who read what (the AuditEvents about the patient at each institution concerned).
  */
 import {
@@ -10,11 +10,12 @@ import {
   loadRegistration,
   memberOf,
   type PortalContext,
+  type Registration,
   signerOf,
   urlOf,
 } from './context.ts';
 import { announce, busy, byId, row } from './dom.ts';
-import { signedGet } from './net.ts';
+import { HttpError, signedGet } from './net.ts';
 import { decryptRecord, recordResource, type StoredRecord, summarise } from './records.ts';
 
 const MAX_RECORD_PAGES = 50;
@@ -58,38 +59,21 @@ async function showRecords(ctx: PortalContext): Promise<void> {
   let shown = 0;
   const problems: string[] = [];
   for (const holder of holdersOf(reg)) {
-    const base = urlOf(ctx, directory, holder);
     const holderName = nameOf(directory, holder);
-    if (!base) {
-      problems.push(`${holderName} has no address in the directory`);
-      continue;
-    }
     try {
-      let after: string | undefined;
-      for (let page = 0; page < MAX_RECORD_PAGES; page++) {
-        const query = `count=200${after ? `&after=${encodeURIComponent(after)}` : ''}`;
-        const path = `/spchain/patients/${signer.idHash}/records?${query}`;
-        const { body: answer } = await signedGet<{ records?: StoredRecord[]; next?: string }>(
-          base,
-          path,
-          signer,
+      for await (const rec of holderRecords(ctx, directory, reg, holder, signer)) {
+        const d = decryptRecord(session.preSecret, rec);
+        body.append(
+          row([
+            rec.resourceType,
+            rec.id,
+            String(rec.version),
+            d.ok ? summarise(recordResource(d.resource, rec)) : `(${d.problem})`,
+            holderName,
+            anchoringText(rec.anchoring),
+          ]),
         );
-        for (const rec of answer.records ?? []) {
-          const d = decryptRecord(session.preSecret, rec);
-          body.append(
-            row([
-              rec.resourceType,
-              rec.id,
-              String(rec.version),
-              d.ok ? summarise(recordResource(d.resource, rec)) : `(${d.problem})`,
-              holderName,
-              anchoringText(rec.anchoring),
-            ]),
-          );
-          shown++;
-        }
-        if (!answer.next) break;
-        after = answer.next;
+        shown++;
       }
     } catch (err) {
       problems.push((err as Error).message);
@@ -102,6 +86,48 @@ async function showRecords(ctx: PortalContext): Promise<void> {
     problems.length ? `${summary} Problems: ${problems.join('; ')}` : summary,
     problems.length ? 'error' : 'ok',
   );
+}
+
+type RecordsPage = { records?: StoredRecord[]; next?: string };
+
+/**
+ * Every record `holder` keeps of the patient, page by page, asked of this page's own sidecar by
+ * block number (GET /spchain/blocks/:i/:j/records?holder=: it relays the signed request to the
+ * holder over p2p; the records stay encrypted to the patient). A sidecar that cannot relay (503)
+ * is bypassed: the holder's own sidecar is asked directly, at its address in the directory.
+ */
+async function* holderRecords(
+  ctx: PortalContext,
+  directory: Directory,
+  reg: Registration,
+  holder: number,
+  signer: ReturnType<typeof signerOf>,
+): AsyncGenerator<StoredRecord> {
+  const block = reg.block;
+  let direct = block === undefined;
+  let after: string | undefined;
+  for (let page = 0; page < MAX_RECORD_PAGES; page++) {
+    const cursor = after ? `&after=${encodeURIComponent(after)}` : '';
+    let answer: RecordsPage | undefined;
+    if (!direct && block !== undefined) {
+      const path = `/spchain/blocks/${block.i}/${block.j}/records?holder=${holder}&count=200${cursor}`;
+      try {
+        answer = (await signedGet<RecordsPage>(ctx.origin, path, signer)).body;
+      } catch (err) {
+        if (!(err instanceof HttpError && err.status === 503)) throw err;
+        direct = true;
+      }
+    }
+    if (answer === undefined) {
+      const base = urlOf(ctx, directory, holder);
+      if (!base) throw new Error(`${nameOf(directory, holder)} has no address in the directory`);
+      const path = `/spchain/patients/${signer.idHash}/records?count=200${cursor}`;
+      answer = (await signedGet<RecordsPage>(base, path, signer)).body;
+    }
+    yield* answer.records ?? [];
+    if (!answer.next) return;
+    after = answer.next;
+  }
 }
 
 function anchoringText(a: unknown): string {

@@ -10,6 +10,10 @@
  * its pinned batch (the store's proof index) and its ciphertext, as many as fit the page's record
  * and byte bounds (share-wire.ts). Unpinned records are not served yet; a record above the frame
  * limit is named in `skipped`.
+ *
+ * The same service also answers kind 2, a patient's own-records request relayed by another
+ * sidecar (own-records.ts answerOwnRecords): the patient's signature is the authority there, not
+ * a grant, and the records go out as stored (encrypted to the patient), never re-encrypted.
  */
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { toHex } from '../crypto/bytes.ts';
@@ -24,14 +28,19 @@ import type { TxInclusion } from '../ledger/batch.ts';
 import { initialRunning, type Microblock, nextRunning } from '../ledger/microblock.ts';
 import type { BatchTx, Bytes, InstitutionIndex, RecordTx } from '../ledger/types.ts';
 import { decodeResourceEntry, decodeResourceKey } from './entries.ts';
+import { answerOwnRecords, type OwnRecordsLedger } from './own-records.ts';
 import type { Warn } from './ports.ts';
 import type { ShareGrants } from './share-grants.ts';
 import { prefixRange } from './share-grants.ts';
 import {
+  decodeOwnRecordsRequest,
   decodeShareRequest,
   encodeShareDenied,
   encodeShareItem,
   encodeSharePage,
+  OWN_RECORDS_KIND,
+  type OwnRecordsRequest,
+  recordRequestKind,
   type SharedRecordMeta,
   type SharePageRequest,
   type SkippedRecord,
@@ -45,7 +54,7 @@ export interface PinnedRecordProof {
 }
 
 /** Reads of the pinned ledger the holder needs (the node's LedgerStore). */
-export interface HolderLedger {
+export interface HolderLedger extends OwnRecordsLedger {
   getMicroblockByIdHash(idHash: Bytes): Promise<Microblock | undefined>;
   getRecordProof(hash: Bytes): Promise<PinnedRecordProof | undefined>;
 }
@@ -111,8 +120,27 @@ export class ShareHolder {
    * with an error and penalises the peer); a denial is an answer.
    */
   handle = async (request: Uint8Array, from: InstitutionIndex, signal: AbortSignal) => {
+    if (recordRequestKind(request) === OWN_RECORDS_KIND) {
+      return this.answerOwn(decodeOwnRecordsRequest(request));
+    }
     return this.answer(decodeShareRequest(request), from, signal);
   };
+
+  /** A patient's own-records page, on the patient's relayed signature (own-records.ts). */
+  answerOwn(req: OwnRecordsRequest): Promise<Uint8Array> {
+    const { store, ledger, grants, self, now } = this.deps;
+    return answerOwnRecords(
+      {
+        store,
+        ledger,
+        chainId: async (idHash) => (await grants.subjectOf(idHash))?.chainId,
+        self,
+        now,
+        maxPageBytes: this.opts.maxPageBytes,
+      },
+      req,
+    );
+  }
 
   async answer(
     req: SharePageRequest,

@@ -19,10 +19,30 @@
  *             capsule, cfrags (1-8), ciphertext
  *   skipped   seq, txHash(32), reason string: a record the holder could not serve on this page
  *             (TOO_LARGE: above the frame limit; MISSING: not in its vault).
+ *
+ * The patient's own records (issue 6 part 7, paper 5.2 retrieval): a sidecar relays the patient's
+ * signed page request (authz/own-records.ts) to a holder, which answers with the ORIGINAL
+ * envelopes, already encrypted to the patient (nothing is re-encrypted; the relay cannot read them).
+ *
+ *   request   u8 kind = 2 (own records)
+ *             idHash(32)  ts: varint  sig(64)  (the patient's x-spchain-patient header)
+ *             path: string (<= 1024 bytes; the signed path with its query: holder, after, count)
+ *             maxBytes: varint (>= 1; the holder's answer fits it and its own frame budget)
+ *
+ *   response  u8 1 = page:   records (<= the query's count, <= 200), skipped (<= 200),
+ *                            next: bool + cursor string (<= 1024; authz/own-records.ts)
+ *             u8 2 = denied: reason string (authz OwnRecordsDenial), message string
+ *
+ *   record    resourceType, id, version (strings <= 256), kind u8 (0 medical, 1 label),
+ *             txHash(32), target: bool + (32), capsule (<= 1024), ciphertext (<= maxBytes),
+ *             anchoring u8: 0 pending (not pinned at the holder) | 1 pinned + batch, index,
+ *             round (varints)
+ *   skipped   resourceType, id, version, txHash(32), reason string (TOO_LARGE)
  */
+import { parseRecordsCursor } from '../authz/own-records.ts';
 import type { MerkleProof } from '../crypto/merkle.ts';
 import { readCommitment, writeCommitment } from '../ledger/batch.ts';
-import { decode, encode, type Reader } from '../ledger/codec.ts';
+import { decode, encode, type Reader, type Writer } from '../ledger/codec.ts';
 import { HASH_BYTES } from '../ledger/hash.ts';
 import type { ServedRecord } from '../ledger/shared-record.ts';
 import { encodeTx, readTx } from '../ledger/tx.ts';
@@ -204,5 +224,208 @@ export function decodeShareResponse(bytes: Bytes, request: SharePageRequest): Sh
     const next = r.varint('next');
     if (more && next <= request.after) r.fail('next', 'does not move past the request');
     return { type: 'page', leafSeq, items, skipped, more, next };
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The patient's own records (kind 2)
+
+export const OWN_RECORDS_KIND = 2;
+/** Records of one own-records page at most (authz/own-records.ts MAX_OWN_RECORDS). */
+export const MAX_OWN_PAGE_RECORDS = 200;
+const MAX_PATH = 1024;
+const MAX_CURSOR = 1024;
+const SIGNATURE_BYTES = 64;
+
+/** The patient's signed request for one page of a holder's records, as a sidecar relays it. */
+export interface OwnRecordsRequest {
+  readonly idHash: Bytes;
+  readonly ts: number;
+  readonly sig: Bytes;
+  /** The path with its query, exactly as the patient's device signed it. */
+  readonly path: string;
+  readonly maxBytes: number;
+}
+
+export type OwnAnchoring =
+  | { readonly state: 'pending' }
+  | {
+      readonly state: 'pinned';
+      readonly batch: number;
+      readonly index: number;
+      readonly round: number;
+    };
+
+/** One stored record as its holder keeps it: the original capsule and ciphertext. */
+export interface OwnRecordItem {
+  readonly resourceType: string;
+  readonly id: string;
+  readonly version: string;
+  readonly kind: 'medical' | 'label';
+  readonly txHash: Bytes;
+  readonly target: Bytes | null;
+  readonly capsule: Bytes;
+  readonly ciphertext: Bytes;
+  readonly anchoring: OwnAnchoring;
+}
+
+export interface OwnSkipped {
+  readonly resourceType: string;
+  readonly id: string;
+  readonly version: string;
+  readonly txHash: Bytes;
+  readonly reason: string;
+}
+
+export type OwnRecordsResponse =
+  | {
+      readonly type: 'page';
+      readonly records: readonly OwnRecordItem[];
+      readonly skipped: readonly OwnSkipped[];
+      readonly next?: string;
+    }
+  | { readonly type: 'denied'; readonly reason: string; readonly message: string };
+
+/** The request kind of a record-service request (its first byte), or undefined when empty. */
+export function recordRequestKind(bytes: Bytes): number | undefined {
+  return bytes[0];
+}
+
+export function encodeOwnRecordsRequest(r: OwnRecordsRequest): Bytes {
+  return encode((w) =>
+    w
+      .u8(OWN_RECORDS_KIND)
+      .fixed(r.idHash, HASH_BYTES, 'idHash')
+      .varint(r.ts)
+      .fixed(r.sig, SIGNATURE_BYTES, 'sig')
+      .string(r.path)
+      .varint(r.maxBytes),
+  );
+}
+
+export function decodeOwnRecordsRequest(bytes: Bytes): OwnRecordsRequest {
+  return decode(bytes, 'own records request', (r) => {
+    const kind = r.u8('kind');
+    if (kind !== OWN_RECORDS_KIND) {
+      r.fail('kind', `is ${kind}, not ${OWN_RECORDS_KIND} (own records)`);
+    }
+    const out = {
+      idHash: r.fixed(HASH_BYTES, 'idHash'),
+      ts: r.varint('ts'),
+      sig: r.fixed(SIGNATURE_BYTES, 'sig'),
+      path: r.string('path', MAX_PATH),
+      maxBytes: r.varint('maxBytes'),
+    };
+    if (!out.path.startsWith('/')) r.fail('path', 'is not an absolute path');
+    if (out.maxBytes === 0) r.fail('maxBytes', 'is 0');
+    return out;
+  });
+}
+
+function writeOwnMeta(w: Writer, m: { resourceType: string; id: string; version: string }): void {
+  w.string(m.resourceType).string(m.id).string(m.version);
+}
+
+function readOwnMeta(r: Reader) {
+  const meta = {
+    resourceType: r.string('resourceType', MAX_TEXT),
+    id: r.string('id', MAX_TEXT),
+    version: r.string('version', MAX_TEXT),
+  };
+  if (meta.resourceType === '' || meta.id === '') r.fail('resourceType/id', 'is empty');
+  return meta;
+}
+
+/** One record's encoding (self-delimiting); the holder sizes pages with it. */
+export function encodeOwnRecordItem(item: OwnRecordItem): Bytes {
+  return encode((w) => {
+    writeOwnMeta(w, item);
+    w.u8(item.kind === 'medical' ? 0 : 1).fixed(item.txHash, HASH_BYTES, 'txHash');
+    w.bool(item.target !== null);
+    if (item.target !== null) w.fixed(item.target, HASH_BYTES, 'target');
+    w.bytes(item.capsule).bytes(item.ciphertext);
+    const a = item.anchoring;
+    if (a.state === 'pinned') w.u8(1).varint(a.batch).varint(a.index).varint(a.round);
+    else w.u8(0);
+  });
+}
+
+function readOwnRecordItem(r: Reader, maxCiphertext: number): OwnRecordItem {
+  const meta = readOwnMeta(r);
+  const kindByte = r.u8('kind');
+  if (kindByte > 1) r.fail('kind', `is ${kindByte}, not 0 (medical) or 1 (label)`);
+  const kind = kindByte === 0 ? 'medical' : 'label';
+  const txHash = r.fixed(HASH_BYTES, 'txHash');
+  const target = r.bool('target?') ? r.fixed(HASH_BYTES, 'target') : null;
+  if ((kind === 'label') !== (target !== null)) r.fail('target', `does not match kind ${kind}`);
+  const capsule = r.bytes('capsule', MAX_CAPSULE_BYTES);
+  const ciphertext = r.bytes('ciphertext', maxCiphertext);
+  const state = r.u8('anchoring');
+  let anchoring: OwnAnchoring;
+  if (state === 0) anchoring = { state: 'pending' };
+  else if (state === 1) {
+    anchoring = {
+      state: 'pinned',
+      batch: r.varint('anchoring.batch'),
+      index: r.varint('anchoring.index'),
+      round: r.varint('anchoring.round'),
+    };
+  } else return r.fail('anchoring', `is ${state}, not 0 (pending) or 1 (pinned)`);
+  return { ...meta, kind, txHash, target, capsule, ciphertext, anchoring };
+}
+
+/** A page from records already encoded with encodeOwnRecordItem. */
+export function encodeOwnRecordsPage(page: {
+  records: readonly Bytes[];
+  skipped: readonly OwnSkipped[];
+  next?: string;
+}): Bytes {
+  return encode((w) => {
+    w.u8(1);
+    w.list(page.records, (lw, b) => lw.fixed(b, b.length, 'record'));
+    w.list(page.skipped, (lw, s) => {
+      writeOwnMeta(lw, s);
+      lw.fixed(s.txHash, HASH_BYTES, 'txHash').string(s.reason);
+    });
+    w.bool(page.next !== undefined);
+    if (page.next !== undefined) w.string(page.next);
+  });
+}
+
+export function encodeOwnRecordsResponse(res: OwnRecordsResponse): Bytes {
+  return res.type === 'denied'
+    ? encodeShareDenied(res.reason, res.message)
+    : encodeOwnRecordsPage({ ...res, records: res.records.map(encodeOwnRecordItem) });
+}
+
+/**
+ * Decodes a holder's answer to an own-records request: at most `maxRecords` records (the signed
+ * query's count) and ciphertexts of at most `maxBytes`; `next` must be a cursor.
+ */
+export function decodeOwnRecordsResponse(
+  bytes: Bytes,
+  bounds: { readonly maxRecords: number; readonly maxBytes: number },
+): OwnRecordsResponse {
+  return decode(bytes, 'own records response', (r): OwnRecordsResponse => {
+    const tag = r.u8('type');
+    if (tag === 2) {
+      return {
+        type: 'denied',
+        reason: r.string('reason', MAX_REASON),
+        message: r.string('message', MAX_MESSAGE),
+      };
+    }
+    if (tag !== 1) r.fail('type', `is ${tag}, not 1 (page) or 2 (denied)`);
+    const maxRecords = Math.min(bounds.maxRecords, MAX_OWN_PAGE_RECORDS);
+    const records = r.list('records', maxRecords, (lr) => readOwnRecordItem(lr, bounds.maxBytes));
+    const skipped = r.list('skipped', MAX_OWN_PAGE_RECORDS, (lr) => ({
+      ...readOwnMeta(lr),
+      txHash: lr.fixed(HASH_BYTES, 'skipped.txHash'),
+      reason: lr.string('skipped.reason', MAX_REASON),
+    }));
+    if (!r.bool('next?')) return { type: 'page', records, skipped };
+    const next = r.string('next', MAX_CURSOR);
+    if (parseRecordsCursor(next) === undefined) r.fail('next', 'is not a records cursor');
+    return { type: 'page', records, skipped, next };
   });
 }

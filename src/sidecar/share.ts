@@ -43,6 +43,7 @@ import type { Grant } from '../authz/grant.ts';
 import type { RandomBytes } from '../crypto/random.ts';
 import type { Bytes, Genesis, InstitutionIndex, Member } from '../ledger/types.ts';
 import { SidecarError } from './errors.ts';
+import { type OwnRecordsRelay, relayOwnRecords } from './own-records.ts';
 import type { Warn } from './ports.ts';
 import {
   type AcceptedGrant,
@@ -106,6 +107,7 @@ export class Sharing {
   private readonly now: () => number;
   private readonly members: Map<InstitutionIndex, Member>;
   private receiverRef: ShareReceiver | null = null;
+  private relay: OwnRecordsRelay | undefined;
 
   constructor(opts: SharingOpts) {
     this.opts = opts;
@@ -132,8 +134,9 @@ export class Sharing {
     this.recordHandler = this.holder.handle;
   }
 
-  /** Attaches the record transport (the started p2p node); fetchShared needs it. */
+  /** Attaches the record transport (the started p2p node); fetchShared and ownRecords need it. */
   connect(transport: RecordTransport): void {
+    this.relay = relayOwnRecords(transport);
     this.receiverRef = new ShareReceiver(
       {
         store: this.opts.store,
@@ -167,6 +170,18 @@ export class Sharing {
   consentState(idHash: Bytes, consentId: string, grantee: InstitutionIndex): Promise<ConsentState> {
     return this.grants.consentState(idHash, consentId, grantee, this.now());
   }
+
+  /**
+   * The patient's own records held by another institution, for the patient's device: the
+   * patient's signed request relayed over p2p, the holder's page of original ciphertexts back
+   * (sidecar/own-records.ts). Nothing in it is readable here.
+   */
+  ownRecords: OwnRecordsRelay = (holder, request, opts) => {
+    if (this.relay === undefined) {
+      return Promise.reject(new SidecarError('CLOSED', 'sharing has no record transport yet'));
+    }
+    return this.relay(holder, request, opts);
+  };
 
   /** Read-only: the patient's signed Consents held here with their state (ShareGrants.consents). */
   consents(idHash: Bytes): ReturnType<ShareGrants['consents']> {

@@ -101,6 +101,8 @@ export function registerSmartRoutes(app: FastifyInstance, deps: SmartRoutesDeps)
   const { tokens, clients } = deps;
   const pending = new Map<string, Pending>();
   const pub = { config: { auth: 'public' as const } };
+  /** Routes whose answer tells whether a guessed code, id or token was right: rate-limited. */
+  const guarded = { config: { auth: 'public' as const, limit: 'guess' as const } };
 
   const configuration = () => {
     const issuer = tokens.issuer;
@@ -247,16 +249,20 @@ export function registerSmartRoutes(app: FastifyInstance, deps: SmartRoutesDeps)
     decision: `${tokens.issuer}/authorize/decision`,
   });
 
-  app.get<{ Params: { id: string } }>('/smart/authorize/requests/:id', pub, async (req, reply) => {
-    sweep();
-    const p = pending.get(req.params.id);
-    if (p === undefined) {
-      throw fail(404, 'not-found', 'no such pending authorisation request (it may have expired)');
-    }
-    return reply.type('application/json').send(viewOf(req.params.id, p));
-  });
+  app.get<{ Params: { id: string } }>(
+    '/smart/authorize/requests/:id',
+    guarded,
+    async (req, reply) => {
+      sweep();
+      const p = pending.get(req.params.id);
+      if (p === undefined) {
+        throw fail(404, 'not-found', 'no such pending authorisation request (it may have expired)');
+      }
+      return reply.type('application/json').send(viewOf(req.params.id, p));
+    },
+  );
 
-  app.post('/smart/authorize/decision', pub, async (req, reply) => {
+  app.post('/smart/authorize/decision', guarded, async (req, reply) => {
     const b = (req.body ?? {}) as Record<string, unknown>;
     sweep();
     const id = typeof b.request === 'string' ? b.request : '';
@@ -384,7 +390,7 @@ export function registerSmartRoutes(app: FastifyInstance, deps: SmartRoutesDeps)
 
   app.post(
     '/smart/token',
-    pub,
+    guarded,
     oauth(async (form, req) => {
       const grantType = form.grant_type;
       if (grantType === 'client_credentials') {
@@ -437,7 +443,7 @@ export function registerSmartRoutes(app: FastifyInstance, deps: SmartRoutesDeps)
 
   app.post(
     '/smart/revoke',
-    pub,
+    guarded,
     oauth(async (form) => {
       const client = await authenticate(form);
       if (!form.token) throw new OAuthError('invalid_request', 'token is required');
@@ -448,7 +454,7 @@ export function registerSmartRoutes(app: FastifyInstance, deps: SmartRoutesDeps)
 
   app.post(
     '/smart/introspect',
-    pub,
+    guarded,
     oauth(async (form) => {
       const client = await authenticate(form);
       if (client.kind === 'public')

@@ -152,12 +152,11 @@ describe('the authorisation hook', () => {
     expect(outcome(JSON.parse(authed.body)).issue![0]!.code).toBe('not-found');
   });
 
-  it('lets no route be registered without an authorisation rule', () => {
-    expect(() =>
-      buildHttpServer(staticTokenAuthoriser(TOKEN), (a) => {
-        a.get('/unguarded', async () => 'open');
-      }),
-    ).toThrow(/declares no authorisation rule/);
+  it('lets no route be registered without an authorisation rule: the server does not start', async () => {
+    const app = buildHttpServer(staticTokenAuthoriser(TOKEN), (a) => {
+      a.get('/unguarded', async () => 'open');
+    });
+    await expect(app.ready()).rejects.toThrow(/declares no authorisation rule/);
   });
 });
 
