@@ -26,6 +26,7 @@ import { systemRandom } from '../../src/crypto/random.ts';
 import { createFhirApi, type FhirApi } from '../../src/http/api.ts';
 import { openShareNet, type ShareNet } from '../sharing/network.ts';
 import { TEST_ID_COST, type TestPatient } from '../sidecar/ledger.ts';
+import { type Answer, fetchJson } from './fetch-json.ts';
 import { AUTH, closeSharedParts, SSN, sharedParts, smallTransaction, TOKEN } from './harness.ts';
 
 const HOME = 0;
@@ -47,33 +48,13 @@ let Q: TestPatient;
 let pid: string;
 const logs: string[] = [];
 
-interface Answer {
-  status: number;
-  json: Record<string, unknown>;
-  headers: Headers;
-}
-
-async function http(
+/** A request over HTTP to institution `at`. */
+const http = (
   at: number,
   method: string,
   path: string,
   opts: { body?: unknown; headers?: Record<string, string> } = {},
-): Promise<Answer> {
-  const res = await fetch(`${urls[at]}${path}`, {
-    method,
-    headers: {
-      ...(opts.body === undefined ? {} : { 'content-type': 'application/json' }),
-      ...opts.headers,
-    },
-    ...(opts.body === undefined ? {} : { body: JSON.stringify(opts.body) }),
-  });
-  const text = await res.text();
-  return {
-    status: res.status,
-    json: text === '' ? {} : (JSON.parse(text) as Record<string, unknown>),
-    headers: res.headers,
-  };
-}
+): Promise<Answer> => fetchJson(`${urls[at]}${path}`, method, opts);
 
 /** A request signed as the patient (or by `signer`'s key, or for `idHash`). */
 function asPatient(

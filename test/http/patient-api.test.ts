@@ -33,6 +33,7 @@ import type { RegisterTx } from '../../src/ledger/types.ts';
 import { makePatient } from '../helpers/ledger-fixtures.ts';
 import { openShareNet, type ShareNet } from '../sharing/network.ts';
 import { TEST_ID_COST, type TestPatient } from '../sidecar/ledger.ts';
+import { type Answer, fetchJson } from './fetch-json.ts';
 import { AUTH, closeSharedParts, SSN, sharedParts, syntheaBundles } from './harness.ts';
 
 const HOME = 0;
@@ -51,34 +52,13 @@ const submitted: RegisterTx[] = [];
 /** The records each holder took (`Type/id`). */
 const posted: Record<number, string[]> = { [HOME]: [], [HOLDER]: [] };
 
-interface Answer {
-  status: number;
-  json: Record<string, unknown>;
-  headers: Headers;
-}
-
 /** A request over HTTP to institution `at`. */
-async function http(
+const http = (
   at: number,
   method: string,
   path: string,
   opts: { body?: unknown; headers?: Record<string, string> } = {},
-): Promise<Answer> {
-  const res = await fetch(`${urls[at]}${path}`, {
-    method,
-    headers: {
-      ...(opts.body === undefined ? {} : { 'content-type': 'application/json' }),
-      ...opts.headers,
-    },
-    ...(opts.body === undefined ? {} : { body: JSON.stringify(opts.body) }),
-  });
-  const text = await res.text();
-  return {
-    status: res.status,
-    json: text === '' ? {} : (JSON.parse(text) as Record<string, unknown>),
-    headers: res.headers,
-  };
-}
+): Promise<Answer> => fetchJson(`${urls[at]}${path}`, method, opts);
 
 /** The x-spchain-patient header of `patient` (or `signer`) for one request. */
 function signedBy(
