@@ -5,34 +5,29 @@
  * and how to post a bundle; stops cleanly on SIGINT or SIGTERM (exit 0), exits 1 when it cannot
  * start (the message names what is wrong) or when the node fails.
  *
- *   node src/main.ts [--data-dir ./data] [--host 127.0.0.1] [--port 8080]
- *                    [--node-config <network>/inst-<i>/config.json]
+ *   node src/main.ts [--config sidecar.json] [--data-dir ./data] [--host 127.0.0.1] [--port 8080]
+ *                    [--node-config <network>/inst-<i>/config.json] [...]   (--help lists all)
  *
  * --node-config (or SPCHAIN_NODE_CONFIG) joins an existing network (src/node/localnet.ts makes
  * one) as the institution that config names, instead of the one-institution network.
  *
- * Environment: SPCHAIN_DATA_DIR, SPCHAIN_HOST, SPCHAIN_PORT (the flags win), REDIS_URL,
- * SPCHAIN_EHR_TOKEN (interim static bearer token; default: <data>/ehr-token), SPCHAIN_MAPPING
- * (a mapping file), SPCHAIN_BASE_URL (the FHIR base clients see), SPCHAIN_BODY_LIMIT (bytes),
- * SPCHAIN_LOG_LEVEL (info, warn, silent), SPCHAIN_DIRECTORY (JSON: member index -> the public base
- * URL of that institution's sidecar, for the patient portal).
+ * Every option (src/config/schema.ts: the README's configuration table is made from it) comes from
+ * its flag, else its environment variable (SPCHAIN_*, REDIS_URL), else the JSON configuration file
+ * named by --config or SPCHAIN_CONFIG, else its default; a wrong value anywhere stops start-up
+ * (exit 1) with a message naming the flag, variable or file key (src/config/load.ts).
  *
  * Logs are JSON lines on stdout (requests, node warnings and keyblocks), without patient data.
  */
+import { readFile } from 'node:fs/promises';
 import { isAbsolute, join, relative, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
-import { parseDirectory } from './http/patient-routes.ts';
-import { defaultSidecarOpts, type RunningSidecar, startSidecar } from './http/sidecar.ts';
+import { helpText } from './config/docs.ts';
+import { ConfigError } from './config/errors.ts';
+import { configFilePath, loadConfig, wantsHelp } from './config/load.ts';
+import type { SidecarConfig } from './config/schema.ts';
+import type { RunningSidecar, SidecarOpts } from './http/sidecar.ts';
 import type { NodeEvent } from './node/events.ts';
 
 const env = process.env;
-
-function intOf(text: string | undefined, name: string, fallback: number): number {
-  if (text === undefined || text === '') return fallback;
-  const n = Number(text);
-  if (!Number.isSafeInteger(n) || n < 0) throw new Error(`${name} must be a non-negative integer`);
-  return n;
-}
 
 function logLine(o: Record<string, unknown>): void {
   process.stdout.write(`${JSON.stringify({ time: Date.now(), ...o })}\n`);
@@ -82,34 +77,55 @@ function banner(s: RunningSidecar, dataDir: string): string {
   ].join('\n');
 }
 
+/** The configuration file named by --config or SPCHAIN_CONFIG, read (the only IO of loading). */
+async function readConfigFile(path: string | undefined) {
+  if (path === undefined) return undefined;
+  const full = resolve(path);
+  try {
+    return { path: full, text: await readFile(full, 'utf8') };
+  } catch (err) {
+    const why = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+    throw new ConfigError('BAD_CONFIG_FILE', 'config', full, `cannot be read (${why})`);
+  }
+}
+
+/**
+ * The sidecar's options from the loaded configuration (unset ones stay undefined: the sidecar's
+ * defaults).
+ */
+function sidecarOptsOf(c: SidecarConfig): SidecarOpts {
+  return {
+    dataDir: c.dataDir,
+    host: c.host,
+    port: c.port,
+    nodeConfig: c.nodeConfig,
+    redisUrl: c.redisUrl,
+    ehrToken: c.ehrToken,
+    mappingFile: c.mappingFile,
+    baseUrl: c.baseUrl,
+    directory: c.directory,
+    bodyLimit: c.bodyLimit,
+    logLevel: c.logLevel,
+    readyMinPeers: c.readyMinPeers,
+    guessLimit: { max: c.guessLimitMax, windowMs: c.guessLimitWindowMs },
+    metricsPublic: c.metricsPublic,
+  };
+}
+
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: {
-      'data-dir': { type: 'string' },
-      host: { type: 'string' },
-      port: { type: 'string' },
-      'node-config': { type: 'string' },
-    },
-    strict: true,
-  });
-  const dataDir = values['data-dir'] ?? env.SPCHAIN_DATA_DIR ?? defaultSidecarOpts.dataDir;
-  const port = intOf(values.port ?? env.SPCHAIN_PORT, 'port', defaultSidecarOpts.port);
+  const argv = process.argv.slice(2);
+  if (wantsHelp(argv)) {
+    process.stdout.write(helpText());
+    return;
+  }
+  const file = await readConfigFile(configFilePath({ env, argv }));
+  const { options: config } = loadConfig({ env, argv, ...(file ? { file } : {}) });
+  const dataDir = config.dataDir;
+  // Loaded only now, so that --help and a wrong option answer at once.
+  const { startSidecar } = await import('./http/sidecar.ts');
   let stopping = false;
-  const nodeConfig = values['node-config'] ?? env.SPCHAIN_NODE_CONFIG;
   const sidecar = await startSidecar({
-    dataDir,
-    ...(nodeConfig ? { nodeConfig } : {}),
-    host: values.host ?? env.SPCHAIN_HOST ?? defaultSidecarOpts.host,
-    port,
-    ...(env.REDIS_URL ? { redisUrl: env.REDIS_URL } : {}),
-    ...(env.SPCHAIN_EHR_TOKEN ? { ehrToken: env.SPCHAIN_EHR_TOKEN } : {}),
-    ...(env.SPCHAIN_MAPPING ? { mappingFile: env.SPCHAIN_MAPPING } : {}),
-    ...(env.SPCHAIN_BASE_URL ? { baseUrl: env.SPCHAIN_BASE_URL } : {}),
-    ...(env.SPCHAIN_BODY_LIMIT
-      ? { bodyLimit: intOf(env.SPCHAIN_BODY_LIMIT, 'SPCHAIN_BODY_LIMIT', 0) }
-      : {}),
-    ...(env.SPCHAIN_LOG_LEVEL ? { logLevel: env.SPCHAIN_LOG_LEVEL } : {}),
-    ...(env.SPCHAIN_DIRECTORY ? { directory: parseDirectory(env.SPCHAIN_DIRECTORY) } : {}),
+    ...sidecarOptsOf(config),
     env,
     onNodeEvent,
     onWarn: (code, message) => logLine({ source: 'sidecar', event: 'warn', code, message }),

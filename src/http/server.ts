@@ -17,6 +17,9 @@
  * - Logs (pino through fastify): one line per request with its id (X-Request-Id, echoed back),
  *   method, route pattern (never the URL: no ids or search values), status and time; no
  *   headers, no bodies, no identifiers. Server faults are logged with their error name and code.
+ * - Observability (when given): each request's duration by route template, method and status
+ *   class, and ingest counts (metrics.ts); `GET /metrics` for Prometheus (the EHR's token unless
+ *   `metricsPublic`), `GET /health/live` and `GET /health/ready` (public, health.ts).
  */
 import { randomUUID } from 'node:crypto';
 import rateLimit from '@fastify/rate-limit';
@@ -29,6 +32,8 @@ import Fastify, {
 } from 'fastify';
 import { fail, issue, OutcomeError, operationOutcome, outcomeOf } from '../fhir/outcome.ts';
 import { AUTH_RULES, type Authoriser, type AuthRule } from './auth.ts';
+import type { Health } from './health.ts';
+import type { SidecarMetrics } from './metrics.ts';
 import { FHIR_JSON, sendFhir } from './request.ts';
 
 export interface HttpOpts {
@@ -40,12 +45,22 @@ export interface HttpOpts {
   readonly logStream?: { write(line: string): void };
   /** Calls per client address and window to the routes marked `limit: 'guess'`. */
   readonly guessLimit: { readonly max: number; readonly windowMs: number };
+  /** Metrics (metrics.ts): requests and ingest are observed, `GET /metrics` serves them. */
+  readonly metrics?: Pick<SidecarMetrics, 'observeRequest' | 'observeIngest' | 'scrape'>;
+  /**
+   * `GET /metrics` without a token (only where the port is not reachable from the internet);
+   * default false: it needs the EHR's token like the FHIR API.
+   */
+  readonly metricsPublic: boolean;
+  /** Readiness checks (health.ts): `GET /health/live` and `GET /health/ready`. */
+  readonly health?: Health;
 }
 
 export const defaultHttpOpts: HttpOpts = {
   bodyLimit: 32 * 1024 * 1024,
   logLevel: 'info',
   guessLimit: { max: 300, windowMs: 60_000 },
+  metricsPublic: false,
 };
 
 const JSON_TYPES = ['application/fhir+json', 'application/json', 'application/json+fhir'];
@@ -178,6 +193,7 @@ export function buildHttpServer(
     };
     if (reply.statusCode >= 500) req.log.error(line, 'request failed');
     else req.log.info(line, 'request');
+    if (opts.metrics !== undefined) observe(opts.metrics, req, reply);
   });
 
   app.setErrorHandler((err: FastifyError, req, reply) => sendError(err, req, reply));
@@ -185,8 +201,54 @@ export function buildHttpServer(
     sendError(fail(404, 'not-found', `no ${req.method} route here`), req, reply),
   );
   // The routes load after the rate limiter (avvio loads plugins in order), so its hook sees them.
-  app.register(async (scope) => routes(scope));
+  app.register(async (scope) => {
+    routes(scope);
+    registerObservability(scope, opts);
+  });
   return app;
+}
+
+/** A request's duration, and for the ingest routes its outcome and resources (onResponse). */
+function observe(
+  metrics: NonNullable<HttpOpts['metrics']>,
+  req: FastifyRequest,
+  reply: FastifyReply,
+): void {
+  const route = req.routeOptions.url;
+  const ms = reply.elapsedTime;
+  metrics.observeRequest(route, req.method, reply.statusCode, ms);
+  if (req.method !== 'POST') return;
+  if (route === '/fhir') {
+    const entry = (req.body as { entry?: unknown } | null | undefined)?.entry;
+    metrics.observeIngest('bundle', reply.statusCode, Array.isArray(entry) ? entry.length : 0, ms);
+  } else if (route === '/fhir/:type') {
+    metrics.observeIngest('create', reply.statusCode, 1, ms);
+  }
+}
+
+/** `GET /metrics`, `GET /health/live`, `GET /health/ready`, when their parts are given. */
+function registerObservability(app: FastifyInstance, opts: HttpOpts): void {
+  const { metrics, health } = opts;
+  if (metrics !== undefined) {
+    const auth: AuthRule = opts.metricsPublic ? 'public' : 'ehr';
+    app.get('/metrics', { config: { auth } }, async (_req, reply) => {
+      const { contentType, text } = await metrics.scrape();
+      return reply.code(200).type(contentType).send(text);
+    });
+  }
+  if (health !== undefined) {
+    app.get('/health/live', { config: { auth: 'public' } }, async (_req, reply) =>
+      reply.code(200).type('application/json').send({ status: 'live' }),
+    );
+    app.get('/health/ready', { config: { auth: 'public' } }, async (_req, reply) => {
+      const r = await health.readiness();
+      return reply
+        .code(r.status === 'ready' ? 200 : 503)
+        .header('cache-control', 'no-store')
+        .type('application/json')
+        .send(r);
+    });
+  }
 }
 
 /** The response media type from `_format` and Accept, or 406. */

@@ -25,6 +25,10 @@
  * attached) -> sidecar store -> sharing -> queue -> core (recovers its outbox) -> mapping and
  * validator -> HTTP. Stop order is the reverse: HTTP first (in-flight requests finish, new ones
  * get 503), then the anchor worker, the validator, the queue, the node and the store.
+ *
+ * Observability: one metrics registry per sidecar (metrics.ts) fed by the node's events, the HTTP
+ * hooks, the shared-record fetches and, for pin latency, the hand-over of own txs to the queue
+ * (PinClock); readiness (health.ts) checks the sidecar's LevelDB, the node and the queue.
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
@@ -46,6 +50,8 @@ import { ClientRegistry, readClientsFile } from '../smart/clients.ts';
 import { loadOrCreateSigningKey, TokenService } from '../smart/tokens.ts';
 import { createFhirApi } from './api.ts';
 import { checkToken } from './auth.ts';
+import { defaultMinPeers, healthOf, NodeState, sidecarChecks } from './health.ts';
+import { PinClock, SidecarMetrics } from './metrics.ts';
 import { defaultHttpOpts } from './server.ts';
 
 export interface SidecarOpts {
@@ -74,6 +80,15 @@ export interface SidecarOpts {
   readonly directory?: ReadonlyMap<number, string>;
   readonly bodyLimit?: number;
   readonly logLevel?: string;
+  /** Serve `GET /metrics` without a token (default false: the EHR's token is needed). */
+  readonly metricsPublic?: boolean;
+  /**
+   * Connected members the node needs for `GET /health/ready`; default 0 in a one-institution
+   * network, else 1.
+   */
+  readonly readyMinPeers?: number;
+  /** Calls per client address and window to the routes that reveal whether a guess was right. */
+  readonly guessLimit?: { readonly max: number; readonly windowMs: number };
   /** The environment (REDIS_URL aside), for the node config's passphraseEnv. */
   readonly env?: Readonly<Record<string, string | undefined>>;
   /** The node's events (node/events.ts). */
@@ -97,6 +112,8 @@ export interface RunningSidecar {
   readonly app: FastifyInstance;
   readonly node: SpchainNode;
   readonly sharing: Sharing;
+  /** This sidecar's metrics registry (served by GET /metrics). */
+  readonly metrics: SidecarMetrics;
   close(): Promise<void>;
 }
 
@@ -153,6 +170,10 @@ export async function startSidecar(o: SidecarOpts): Promise<RunningSidecar> {
   const config = await readNodeConfig(o.nodeConfig ?? networkPaths(dataDir).config, o.env ?? {});
   const { genesis } = config.genesisFile;
   const member = genesis.members.find((m) => m.index === config.index)!;
+  const minPeers = o.readyMinPeers ?? defaultMinPeers(genesis.members.length);
+  if (!Number.isSafeInteger(minPeers) || minPeers < 0) {
+    throw new RangeError(`readyMinPeers must be an integer >= 0, got ${o.readyMinPeers}`);
+  }
   const closers: (() => Promise<unknown>)[] = [];
   const closeAll = async () => {
     for (const c of closers.splice(0).reverse()) await c().catch(() => undefined);
@@ -165,6 +186,15 @@ export async function startSidecar(o: SidecarOpts): Promise<RunningSidecar> {
     }
     return holder(request, from, signal);
   };
+  const metrics = new SidecarMetrics();
+  const nodeState = new NodeState();
+  // Pin latency: own txs from their first hand-over to the queue to the batch that pins them.
+  let pinnedBatches: SpchainNode['ledger'] | null = null;
+  const pinClock = new PinClock({
+    self: config.index,
+    getBatch: async (height) => pinnedBatches?.getBatch(height),
+    observe: (seconds) => metrics.observePinLatency(seconds),
+  });
   try {
     // Reputations and the consensus group as the last closed chunk left them (the portal lists them).
     let reputation = { reputations: new Map<number, number>(), group: [] as number[] };
@@ -177,12 +207,16 @@ export async function startSidecar(o: SidecarOpts): Promise<RunningSidecar> {
             group: [...e.group],
           };
         }
+        metrics.onNodeEvent(e);
+        nodeState.onNodeEvent(e);
+        pinClock.onNodeEvent(e);
         o.onNodeEvent?.(e);
       },
       onFatal: (err) => o.onFatal?.(err),
       record,
     });
     closers.push(() => node.stop());
+    pinnedBatches = node.ledger;
     const store = await SidecarStore.open(join(dataDir, 'sidecar'));
     closers.push(() => store.close());
     const warn = (code: string, message: string) => o.onWarn?.(code, message);
@@ -207,11 +241,31 @@ export async function startSidecar(o: SidecarOpts): Promise<RunningSidecar> {
       keys: config.keys,
       ledger: node.ledger,
       node,
-      queue,
+      queue: {
+        enqueue: (jobs) => {
+          pinClock.handed(jobs.map((j) => j.id));
+          return queue.enqueue(jobs);
+        },
+        take: (max, opts) => queue.take(max, opts),
+        ack: (ids) => queue.ack(ids),
+        fail: (id, reason) => queue.fail(id, reason),
+        extend: (ids) => queue.extend(ids),
+      },
       warn,
     });
     core.start();
     closers.push(() => core.stop());
+    metrics.attach({
+      node,
+      queue: async () => ({ outbox: core.txLog.outboxSize, ...(await queue.stats()) }),
+    });
+    const health = healthOf(
+      sidecarChecks({
+        db: store.db,
+        node: { state: nodeState, peers: () => node.stats().peers.length, minPeers },
+        queue,
+      }),
+    );
     const mapping = await loadMappingFile(o.mappingFile);
     const validator = new FhirValidator();
     closers.push(() => validator.close());
@@ -231,7 +285,20 @@ export async function startSidecar(o: SidecarOpts): Promise<RunningSidecar> {
       genesis,
       institution: { index: config.index, name: member.name },
       submitRegister: (tx) => node.submitRegister(tx),
-      sharing,
+      sharing: {
+        acceptGrant: (grant) => sharing.acceptGrant(grant),
+        revoke: (revocation) => sharing.revoke(revocation),
+        consentState: (idHash, consentId, grantee) =>
+          sharing.consentState(idHash, consentId, grantee),
+        consentIds: (idHash) => sharing.consentIds(idHash),
+        consents: (idHash) => sharing.consents(idHash),
+        ownRecords: sharing.ownRecords,
+        fetchShared: async (idHash, opts) => {
+          const fetched = await sharing.fetchShared(idHash, opts);
+          metrics.observeShareFetch(fetched);
+          return fetched;
+        },
+      },
       leafAuthor: { keys: config.keys, submitBundle: (b) => node.submitBundle(b) },
       mapping,
       validator,
@@ -243,6 +310,10 @@ export async function startSidecar(o: SidecarOpts): Promise<RunningSidecar> {
       http: {
         bodyLimit: o.bodyLimit ?? defaultHttpOpts.bodyLimit,
         logLevel: o.logLevel ?? defaultHttpOpts.logLevel,
+        metrics,
+        metricsPublic: o.metricsPublic ?? defaultHttpOpts.metricsPublic,
+        guessLimit: o.guessLimit ?? defaultHttpOpts.guessLimit,
+        health,
       },
     });
     closers.push(() => app.close());
@@ -262,6 +333,7 @@ export async function startSidecar(o: SidecarOpts): Promise<RunningSidecar> {
       app,
       node,
       sharing,
+      metrics,
       close: closeAll,
     };
   } catch (err) {
