@@ -337,6 +337,8 @@ export interface InstitutionRow {
   readonly reputation: number;
   readonly inGroup: boolean;
   readonly url?: string;
+  /** Whether the asked sidecar's node is connected to it now (absent for itself, or unknown). */
+  readonly connected?: boolean;
 }
 
 /** The network's institutions as a sidecar lists them (public). */
@@ -357,14 +359,16 @@ export async function showInstitutions(o: {
       reputation: typeof x.reputation === 'number' ? x.reputation : 0,
       inGroup: x.inGroup === true,
       ...(typeof x.url === 'string' ? { url: x.url } : {}),
+      ...(typeof x.connected === 'boolean' ? { connected: x.connected } : {}),
     };
   });
   o.print(`network ${String(b.chainId)}, as ${baseUrl(o.sidecar)} sees it (* = this sidecar):`);
-  o.print('  index  name  reputation  group  url');
+  o.print('  index  name  reputation  group  url  peer');
   for (const x of rows) {
     const self = x.index === b.self ? '*' : ' ';
+    const peer = x.connected === undefined ? '' : x.connected ? '  connected' : '  not connected';
     o.print(
-      `${self} ${x.index}  ${x.name}  ${x.reputation.toFixed(3)}  ${x.inGroup ? 'in group' : '-'}  ${x.url ?? '-'}`,
+      `${self} ${x.index}  ${x.name}  ${x.reputation.toFixed(3)}  ${x.inGroup ? 'in group' : '-'}  ${x.url ?? '-'}${peer}`,
     );
   }
   return rows;

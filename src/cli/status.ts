@@ -7,7 +7,7 @@
  *   `waitSeconds` polls until pinned. Pinned (or, without waiting, known) is success.
  * - peers: the network's institutions with reputation and consensus group, as the sidecar lists
  *   them (`GET /spchain/institutions`, public; records.ts showInstitutions). The node's live
- *   libp2p connections are not exposed by any sidecar endpoint yet, which is said as such.
+ *   whether its node is connected to each (GET /spchain/institutions `connected`).
  */
 import { ANCHORING_EXTENSION } from '../fhir/service.ts';
 import { UsageError } from './args.ts';
@@ -136,7 +136,7 @@ export async function showStatus(o: {
   }
 }
 
-/** The institutions, reputation and group; the live connections are not exposed yet. */
+/** The institutions, reputation, group, and whether the sidecar's node is connected to each. */
 export async function showPeers(o: {
   readonly sidecar: string;
   readonly json: boolean;
@@ -149,8 +149,11 @@ export async function showPeers(o: {
     o.print(JSON.stringify(r.body));
     return;
   }
-  await showInstitutions({ sidecar: o.sidecar, print: o.print });
+  const rows = await showInstitutions({ sidecar: o.sidecar, print: o.print });
+  const known = rows.filter((x) => x.connected !== undefined);
   o.print(
-    "connected peers: not exposed by the sidecar's API (no endpoint lists the node's connections)",
+    known.length === 0
+      ? 'connected peers: none listed (a one-institution network, or a sidecar that does not say)'
+      : `connected peers: ${known.filter((x) => x.connected).length} of ${known.length}`,
   );
 }

@@ -71,6 +71,8 @@ export interface FhirApiParts {
   readonly directory?: ReadonlyMap<number, string>;
   /** The node's current reputations and consensus group: GET /spchain/institutions, access requests. */
   readonly reputation?: () => ReputationView | Promise<ReputationView>;
+  /** The members the node is connected to now (GET /spchain/institutions `connected`). */
+  readonly connectedPeers?: () => readonly number[];
   /** The HTTP client the share-link open route reaches the link's issuer with (default fetch). */
   readonly fetch?: typeof fetch;
   readonly random?: RandomBytes;
@@ -214,6 +216,7 @@ export function createFhirApi(p: FhirApiParts): FhirApi {
         institution: p.institution,
         members: p.genesis.members,
         minFee: p.genesis.params.minFee,
+        ...(p.connectedPeers ? { connectedPeers: p.connectedPeers } : {}),
         idHashKey: p.genesis.idHashKey,
         ...(p.idHashCost ? { idHashCost: p.idHashCost } : {}),
         store: core.store,

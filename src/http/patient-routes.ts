@@ -15,7 +15,8 @@
  *   GET  /spchain/patients/:idHash/registration  public: { registered, block?, home?, leaves? }
  *   GET  /spchain/institutions               public: { self, chainId, minFee, institutions:
  *                                            [{ index, name, reputation, inGroup, preKey,
- *                                            signingKey, chameleonKey, url? }] } (a patient's
+ *                                            signingKey, chameleonKey, url?, connected? }] }
+ *                                            (connected: this node's live peers; a patient's
  *                                            device makes its register tx with the home's
  *                                            chameleon key and the network's minimum fee)
  *   GET  /spchain/patients/:idHash/consents  patient-signed: { consents: [{ id, state, consent
@@ -347,6 +348,8 @@ export interface PatientRoutesDeps {
   /** Member index -> public base URL of its sidecar. */
   readonly directory?: ReadonlyMap<InstitutionIndex, string>;
   readonly reputation?: () => ReputationView | Promise<ReputationView>;
+  /** The members this institution's node is connected to now (node stats), when known. */
+  readonly connectedPeers?: () => readonly InstitutionIndex[];
   /** This sidecar's FHIR base URL for a request. */
   readonly base: (req: FastifyRequest) => string;
   readonly now?: () => number;
@@ -514,6 +517,8 @@ export function registerPatientRoutes(app: FastifyInstance, deps: PatientRoutesD
   app.get('/spchain/institutions', corsRoute('public'), async (_req, reply) => {
     const view = deps.reputation === undefined ? undefined : await deps.reputation();
     const group = new Set(view?.group ?? []);
+    const connected =
+      deps.connectedPeers === undefined ? undefined : new Set(deps.connectedPeers());
     return reply.send({
       self: deps.institution.index,
       chainId: deps.chainId,
@@ -529,6 +534,9 @@ export function registerPatientRoutes(app: FastifyInstance, deps: PatientRoutesD
           signingKey: toHex(m.signingKey),
           chameleonKey: toHex(m.chameleonKey),
           ...(url === undefined ? {} : { url }),
+          ...(connected === undefined || m.index === deps.institution.index
+            ? {}
+            : { connected: connected.has(m.index) }),
         };
       }),
     });

@@ -305,6 +305,7 @@ export async function startSidecar(o: SidecarOpts): Promise<RunningSidecar> {
       ehrToken: token.token,
       smart: { tokens, clients },
       reputation: () => reputation,
+      connectedPeers: () => node.stats().peers,
       ...(o.directory ? { directory: o.directory } : {}),
       ...(o.baseUrl ? { baseUrl: o.baseUrl } : {}),
       http: {

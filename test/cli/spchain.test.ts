@@ -347,6 +347,6 @@ describe('against a sidecar', () => {
     const r = await spchain(['peers', '--sidecar', sidecar.url]);
     expect(r.code).toBe(0);
     expect(r.out).toMatch(/^\* 0 {2}hospital-0 {2}\d+\.\d{3}/m);
-    expect(r.out).toContain('connected peers: not exposed');
+    expect(r.out).toContain('connected peers: none listed');
   });
 });
