@@ -135,6 +135,11 @@ export function parseCommand(argv: readonly string[]): Parsed {
       throw new UsageError(`--${t.name} is not an option of ${command}`);
     }
   }
+  return parsedFrom(command, values);
+}
+
+/** The Parsed view of a command's option values (from parseArgs here, or from commander). */
+export function parsedFrom(command: string, values: Values['values']): Parsed {
   return {
     command,
     values,

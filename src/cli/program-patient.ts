@@ -11,7 +11,7 @@ import {
   OPTIONS,
   type OptionName,
   type Parsed,
-  UsageError,
+  parsedFrom,
   type Values,
 } from './args.ts';
 
@@ -95,21 +95,7 @@ function valuesOf(command: string, opts: Record<string, unknown>): Values['value
 }
 
 export function parsedOf(command: string, opts: Record<string, unknown>): Parsed {
-  const values = valuesOf(command, opts);
-  return {
-    command,
-    values,
-    need(option) {
-      const v = values[option];
-      if (typeof v !== 'string' || v === '') throw new UsageError(`--${option} is required`);
-      return v;
-    },
-    oneSidecar() {
-      const list = values.sidecar;
-      if (list.length !== 1) throw new UsageError(`${command} takes one --sidecar`);
-      return list[0]!;
-    },
-  };
+  return parsedFrom(command, valuesOf(command, opts));
 }
 
 const PATIENT_HELP = `
