@@ -390,7 +390,10 @@ export class BullQueue implements TxQueue {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await Promise.allSettled([...this.inflight]);
+    // In-flight calls get the command timeout to finish; closing never waits on Redis for longer.
+    await within(Promise.allSettled([...this.inflight]), this.opts.commandTimeoutMs, 'close').catch(
+      () => undefined,
+    );
     this.leased.clear();
     if (this.worker) {
       const worker = await this.worker.catch(() => null);
