@@ -50,7 +50,7 @@
  *   0x04 u16 institution, nonce      -> varint ts + window (swept once past)
  * Each patient keeps at most MAX_KEPT requests: the oldest decided ones go first.
  */
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import {
   ACCESS_REQUEST_WINDOW_MS,
   type AccessRequestDocument,
@@ -64,7 +64,7 @@ import {
 } from '../authz/access-request.ts';
 import { concatBytes, fromHex, toHex } from '../crypto/bytes.ts';
 import { type RandomBytes, systemRandom } from '../crypto/random.ts';
-import type { AuditLog } from '../fhir/audit.ts';
+import type { AuditInteraction, AuditLog } from '../fhir/audit.ts';
 import { audited } from '../fhir/audited.ts';
 import { fail, type IssueType, OutcomeError } from '../fhir/outcome.ts';
 import type { RequestContext } from '../fhir/transaction.ts';
@@ -361,6 +361,18 @@ export function registerAccessRequestRoutes(
   const maxPending = deps.maxPending ?? MAX_PENDING_ACCESS_REQUESTS;
   /** One request or decision per patient at a time (the pending bound, single use of nonces). */
   const oneAtATime = serialiser();
+  /** A patient-signed call about `:idHash`: checked, authenticated, then `act` run audited. */
+  const asPatient = async <T>(
+    req: FastifyRequest<{ Params: { idHash: string } }>,
+    interaction: AuditInteraction,
+    act: (idHash: Bytes) => Promise<T>,
+  ): Promise<T> => {
+    const idHash = checkIdHashParam(req.params.idHash);
+    await authenticatePatient(req, req.params.idHash, auth);
+    const ctx = patientContext(req);
+    const patients = [`Patient/${req.params.idHash}`];
+    return audited(deps.audit, { interaction, ctx, status: 200, patients, now }, () => act(idHash));
+  };
 
   const reputations = async (): Promise<ReadonlyMap<InstitutionIndex, number>> =>
     deps.reputation === undefined ? new Map() : (await deps.reputation()).reputations;
@@ -399,27 +411,15 @@ export function registerAccessRequestRoutes(
     '/spchain/patients/:idHash/access-policy',
     cors('patient-signed'),
     async (req, reply) => {
-      const idHash = checkIdHashParam(req.params.idHash);
-      await authenticatePatient(req, req.params.idHash, auth);
-      const policy = await audited(
-        deps.audit,
-        {
-          interaction: 'update',
-          ctx: patientContext(req),
-          status: 200,
-          patients: [`Patient/${req.params.idHash}`],
-          now,
-        },
-        async () => {
-          const body = (req.body ?? {}) as Record<string, unknown>;
-          const problem = thresholdProblem(body.minReputation);
-          if (problem !== undefined) throw fail(400, 'invalid', problem, 'minReputation');
-          await requireHome(idHash);
-          const p: AccessPolicy = { minReputation: body.minReputation as number, updated: now() };
-          await store.setPolicy(idHash, p);
-          return p;
-        },
-      );
+      const policy = await asPatient(req, 'update', async (idHash) => {
+        const body = (req.body ?? {}) as Record<string, unknown>;
+        const problem = thresholdProblem(body.minReputation);
+        if (problem !== undefined) throw fail(400, 'invalid', problem, 'minReputation');
+        await requireHome(idHash);
+        const p: AccessPolicy = { minReputation: body.minReputation as number, updated: now() };
+        await store.setPolicy(idHash, p);
+        return p;
+      });
       return reply.send(policyJson(policy));
     },
   );
@@ -428,19 +428,7 @@ export function registerAccessRequestRoutes(
     '/spchain/patients/:idHash/access-policy',
     cors('patient-signed'),
     async (req, reply) => {
-      const idHash = checkIdHashParam(req.params.idHash);
-      await authenticatePatient(req, req.params.idHash, auth);
-      const policy = await audited(
-        deps.audit,
-        {
-          interaction: 'read',
-          ctx: patientContext(req),
-          status: 200,
-          patients: [`Patient/${req.params.idHash}`],
-          now,
-        },
-        () => store.policy(idHash),
-      );
+      const policy = await asPatient(req, 'read', (idHash) => store.policy(idHash));
       return reply.send(policyJson(policy));
     },
   );
@@ -550,19 +538,7 @@ export function registerAccessRequestRoutes(
     '/spchain/patients/:idHash/access-requests',
     cors('patient-signed'),
     async (req, reply) => {
-      const idHash = checkIdHashParam(req.params.idHash);
-      await authenticatePatient(req, req.params.idHash, auth);
-      const requests = await audited(
-        deps.audit,
-        {
-          interaction: 'search-type',
-          ctx: patientContext(req),
-          status: 200,
-          patients: [`Patient/${req.params.idHash}`],
-          now,
-        },
-        () => store.list(idHash),
-      );
+      const requests = await asPatient(req, 'search-type', (idHash) => store.list(idHash));
       const current = await reputations();
       return reply.send({
         requests: requests.reverse().map((a) => ({
