@@ -270,62 +270,80 @@ export function auditLine(e: AuditEvent, idHash: string): string {
   }`;
 }
 
-/** Prints who read or wrote what about the patient at each sidecar, newest first. */
-export async function showAudit(o: {
+interface PatientView {
   readonly sidecars: readonly string[];
   readonly session: PatientSession;
   readonly print: Print;
-}): Promise<boolean> {
+}
+
+/**
+ * Asks each sidecar for `path` (under /spchain/patients/{idHash}) with the patient's signed
+ * request and prints what `show` makes of an answer; an answer it cannot read (undefined) is
+ * printed as a refusal. True when every sidecar answered.
+ */
+async function eachSidecar<T>(
+  o: PatientView,
+  path: string,
+  read: (body: unknown) => T | undefined,
+  show: (value: T, heading: string, hex: string) => void,
+): Promise<boolean> {
   const hex = toHex(o.session.idHash);
   let ok = true;
   for (const url of o.sidecars) {
     const who = await sidecarOn(url, o.session.chainId);
-    const r = await signedGet(url, `/spchain/patients/${hex}/audit?count=100`, o.session);
-    const bundle = r.body as Bundle;
-    if (r.status !== 200 || bundle?.resourceType !== 'Bundle') {
+    const r = await signedGet(url, `/spchain/patients/${hex}${path}`, o.session);
+    const value = r.status === 200 ? read(r.body) : undefined;
+    if (value === undefined) {
       o.print(`${who.name}: refused: ${describe(r)}`);
       ok = false;
       continue;
     }
-    const events = (bundle.entry ?? [])
-      .map((x) => x.resource)
-      .filter((x): x is AuditEvent => x?.resourceType === 'AuditEvent');
-    o.print(`${who.name} (${baseUrl(url)}): ${events.length} event(s), newest first`);
-    for (const e of events) o.print(`  ${auditLine(e, hex)}`);
+    show(value, `${who.name} (${baseUrl(url)})`, hex);
   }
   return ok;
 }
 
+/** Prints who read or wrote what about the patient at each sidecar, newest first. */
+export function showAudit(o: PatientView): Promise<boolean> {
+  return eachSidecar(
+    o,
+    '/audit?count=100',
+    (body) => ((body as Bundle)?.resourceType === 'Bundle' ? (body as Bundle) : undefined),
+    (bundle, heading, hex) => {
+      const events = (bundle.entry ?? [])
+        .map((x) => x.resource)
+        .filter((x): x is AuditEvent => x?.resourceType === 'AuditEvent');
+      o.print(`${heading}: ${events.length} event(s), newest first`);
+      for (const e of events) o.print(`  ${auditLine(e, hex)}`);
+    },
+  );
+}
+
+type HeldConsent = { id: string; state: string; consent: Consent | null };
+
 /** Prints the patient's grants each sidecar holds: Consent id, grantee, period, state now. */
-export async function showConsents(o: {
-  readonly sidecars: readonly string[];
-  readonly session: PatientSession;
-  readonly print: Print;
-}): Promise<boolean> {
-  const hex = toHex(o.session.idHash);
-  let ok = true;
-  for (const url of o.sidecars) {
-    const who = await sidecarOn(url, o.session.chainId);
-    const r = await signedGet(url, `/spchain/patients/${hex}/consents`, o.session);
-    const list = (r.body as { consents?: unknown })?.consents;
-    if (r.status !== 200 || !Array.isArray(list)) {
-      o.print(`${who.name}: refused: ${describe(r)}`);
-      ok = false;
-      continue;
-    }
-    o.print(`${who.name} (${baseUrl(url)}): ${list.length} consent(s)`);
-    for (const c of list as { id: string; state: string; consent: Consent | null }[]) {
-      const provision = c.consent?.provision;
-      const actor = provision?.actor?.[0]?.reference?.identifier?.value;
-      const period = provision?.period;
-      o.print(
-        `  ${c.id}  ${c.state}${actor === undefined ? '' : `  institution ${actor}`}${
-          period ? `  ${period.start ?? '?'} .. ${period.end ?? '?'}` : ''
-        }`,
-      );
-    }
-  }
-  return ok;
+export function showConsents(o: PatientView): Promise<boolean> {
+  return eachSidecar(
+    o,
+    '/consents',
+    (body) => {
+      const list = (body as { consents?: unknown })?.consents;
+      return Array.isArray(list) ? (list as HeldConsent[]) : undefined;
+    },
+    (list, heading) => {
+      o.print(`${heading}: ${list.length} consent(s)`);
+      for (const c of list) {
+        const provision = c.consent?.provision;
+        const actor = provision?.actor?.[0]?.reference?.identifier?.value;
+        const period = provision?.period;
+        o.print(
+          `  ${c.id}  ${c.state}${actor === undefined ? '' : `  institution ${actor}`}${
+            period ? `  ${period.start ?? '?'} .. ${period.end ?? '?'}` : ''
+          }`,
+        );
+      }
+    },
+  );
 }
 
 // ---------------------------------------------------------------------------------------------
