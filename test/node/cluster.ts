@@ -62,7 +62,9 @@ export class NodeProc {
       env: { ...process.env, ...this.env },
     });
     this.child = child;
-    this.exit = new Promise((resolve) => child.once('exit', () => resolve()));
+    // 'close', not 'exit': it comes once the pipes are drained, so every line the process wrote
+    // has been read when stop() resolves.
+    this.exit = new Promise((resolve) => child.once('close', () => resolve()));
     createInterface({ input: child.stdout! }).on('line', (text) => {
       let line: NodeLine;
       try {
