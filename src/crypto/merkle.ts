@@ -7,9 +7,10 @@
  * Building the tree level by level, an odd node out is carried up unchanged; that gives the same
  * tree as the recursive RFC 6962 definition, in O(n) hashing, and every proof after it in O(log n).
  */
-import { sha256 } from '@noble/hashes/sha2.js';
+
 import { equalBytes, expectBytes, u32be } from './bytes.ts';
 import { CryptoError } from './errors.ts';
+import { sha256, sha256Parts } from './sha256.ts';
 
 export const MERKLE_HASH_BYTES = 32;
 /** Proofs carry the size as a u32, so no tree may be larger. */
@@ -29,11 +30,11 @@ export interface MerkleProof {
 }
 
 export function merkleLeafHash(data: Uint8Array): Uint8Array {
-  return sha256.create().update(LEAF_PREFIX).update(data).digest();
+  return sha256Parts([LEAF_PREFIX, data]);
 }
 
 export function merkleNodeHash(left: Uint8Array, right: Uint8Array): Uint8Array {
-  return sha256.create().update(NODE_PREFIX).update(left).update(right).digest();
+  return sha256Parts([NODE_PREFIX, left, right]);
 }
 
 function nextLevel(level: readonly Uint8Array[]): Uint8Array[] {

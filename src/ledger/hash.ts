@@ -1,5 +1,5 @@
 /** Domain-separated SHA-256 for ledger objects: H(tag, data) = SHA-256(u8(len tag) || tag || data). */
-import { sha256 } from '@noble/hashes/sha2.js';
+import { sha256Parts } from '../crypto/sha256.ts';
 
 export const HASH_BYTES = 32;
 
@@ -19,7 +19,5 @@ function prefix(tag: string): Uint8Array {
 }
 
 export function ledgerHash(tag: string, ...parts: readonly Uint8Array[]): Uint8Array {
-  const h = sha256.create().update(prefix(tag));
-  for (const part of parts) h.update(part);
-  return h.digest();
+  return sha256Parts([prefix(tag), ...parts]);
 }

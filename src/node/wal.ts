@@ -14,8 +14,8 @@
  */
 import { open, readFile, rename } from 'node:fs/promises';
 import { join } from 'node:path';
-import { sha256 } from '@noble/hashes/sha2.js';
 import { concatBytes, equalBytes } from '../crypto/bytes.ts';
+import { sha256 } from '../crypto/sha256.ts';
 import { type BftMessage, decodeBftMessage, encodeBftMessage } from '../ledger/bft-messages.ts';
 import { readKind, writeKind } from '../ledger/certificate.ts';
 import { decode, encode } from '../ledger/codec.ts';

@@ -10,7 +10,7 @@
  */
 import type { GossipSub, GossipsubOpts, Message, TopicValidatorFn } from '@libp2p/gossipsub';
 import { TopicValidatorResult } from '@libp2p/gossipsub';
-import { sha256 } from '@noble/hashes/sha2.js';
+import { sha256Parts } from '../crypto/sha256.ts';
 import type { Verdict } from '../ledger/errors.ts';
 import type { InstitutionIndex } from '../ledger/types.ts';
 import type { EdgeContext, P2pLimits } from './context.ts';
@@ -46,12 +46,7 @@ const encoder = new TextEncoder();
 
 /** Content-hash message ids, SHA-256(topic || 0x00 || data): the same bytes are one message. */
 export function gossipMessageId(msg: Pick<Message, 'topic' | 'data'>): Uint8Array {
-  return sha256
-    .create()
-    .update(encoder.encode(msg.topic))
-    .update(new Uint8Array(1))
-    .update(msg.data)
-    .digest();
+  return sha256Parts([encoder.encode(msg.topic), new Uint8Array(1), msg.data]);
 }
 
 /**

@@ -7,9 +7,9 @@
  * write, and an EHR re-posting a resource it read back carries ours). So whitespace, key order,
  * number spelling and those stamps do not make a new version; any change of content does.
  */
-import { sha256 } from '@noble/hashes/sha2.js';
 import canonicalize from 'canonicalize';
 import { utf8 } from '../crypto/bytes.ts';
+import { sha256 } from '../crypto/sha256.ts';
 import type { Bytes } from '../ledger/types.ts';
 
 export type ParsedResource = { resourceType: string; id?: unknown } & Record<string, unknown>;

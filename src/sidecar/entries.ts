@@ -19,8 +19,9 @@
  *
  * Every value is sealed (values.ts sealIn) under its sublevel's name and key.
  */
-import { sha256 } from '@noble/hashes/sha2.js';
+
 import { concatBytes } from '../crypto/bytes.ts';
+import { sha256 } from '../crypto/sha256.ts';
 import { decode, encode, type Reader } from '../ledger/codec.ts';
 import { HASH_BYTES } from '../ledger/hash.ts';
 import type { BlockRef, Bytes } from '../ledger/types.ts';

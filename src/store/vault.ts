@@ -12,8 +12,9 @@
  * Writes are staged into the caller's atomic batch (`stage`), never written alone: a ciphertext
  * lands together with the record index and the tx that points to it, or not at all.
  */
-import { sha256 } from '@noble/hashes/sha2.js';
+
 import { equalBytes, toHex } from '../crypto/bytes.ts';
+import { sha256 } from '../crypto/sha256.ts';
 import { decode, encode } from '../ledger/codec.ts';
 import type { Bytes } from '../ledger/types.ts';
 import { type Db, openSublevel, type Sublevel, type WriteOp } from './db.ts';

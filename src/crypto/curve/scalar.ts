@@ -5,9 +5,10 @@
  * Secret scalars (sk, rk, tk, nonces) never go through these functions: they stay 32-byte arrays
  * and are combined by the curve backend's constant-time operations (see backend.ts).
  */
-import { sha256 } from '@noble/hashes/sha2.js';
+
 import { bigIntToBytes, bytesToBigInt, concatBytes, expectBytes, u32be, utf8 } from '../bytes.ts';
 import { CryptoError } from '../errors.ts';
+import { sha256 } from '../sha256.ts';
 
 export const CURVE_ORDER = 0xfffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141n;
 export const SCALAR_BYTES = 32;
