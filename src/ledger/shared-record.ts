@@ -21,16 +21,19 @@
  * A holder holds its own chameleon trapdoor, so (6) alone could be forged for any content; (5) is
  * what binds the content to the ledger, (6) binds the tx to the patient's block.
  */
-import { sha256 } from '@noble/hashes/sha2.js';
-import { equalBytes, toHex } from '../crypto/bytes.ts';
+
+import { equalBytes, toHex, u32be } from '../crypto/bytes.ts';
 import { verifyChameleon } from '../crypto/chameleon.ts';
 import { isCryptoError } from '../crypto/errors.ts';
-import type { RandomBytes } from '../crypto/random.ts';
+import { type RandomBytes, systemRandom } from '../crypto/random.ts';
+import { sha256, sha256Parts } from '../crypto/sha256.ts';
 import {
   type Capsule,
   decodeCapsule,
   decodeCapsuleFrag,
   decryptReencrypted,
+  decryptWithSeed,
+  openReencrypted,
   type VerifiedCapsuleFrag,
   verifyCapsuleFrag,
 } from '../crypto/umbral/index.ts';
@@ -63,6 +66,64 @@ export interface SharedRecordContext {
   /** The receiver's PRE key pair. */
   readonly receiver: { readonly preSecret: Bytes; readonly preKey: Bytes };
   readonly random?: RandomBytes;
+  /** Capsules this fetch has verified and opened already (records that share one). */
+  readonly opened?: OpenedCapsules;
+}
+
+/**
+ * The capsules one fetch of one receiver has checked and opened, for the records that share a
+ * capsule (a holder's ingest seals the records of one bundle, patient and resource type under one,
+ * and re-encrypts it once per answer, so they come with the same cfrags): the cfrags of a given
+ * (patient keys, capsule, cfrags) are verified once and recombined into the key seed once; each
+ * record then only decrypts its own ciphertext, whose AEAD binds it to the capsule. Nothing is
+ * assumed of a record that does not match byte for byte. Holds key seeds in memory: `dispose`
+ * zero-fills them, and an instance serves one fetch of one receiver only.
+ */
+export class OpenedCapsules {
+  /** Verified keys, with the capsule as decoded (and self-checked) then. */
+  private readonly verified = new Map<string, Capsule>();
+  private readonly opened = new Map<string, { capsule: Capsule; seed: Uint8Array }>();
+
+  /** The key of a capsule with its cfrags under a patient's keys. */
+  static keyOf(
+    block: Pick<Microblock, 'patientPreKey' | 'patientSigningKey'>,
+    rec: Pick<ServedRecord, 'capsule' | 'cfrags'>,
+  ): string {
+    const parts = [block.patientSigningKey, block.patientPreKey, rec.capsule, ...rec.cfrags];
+    return toHex(sha256Parts(parts.flatMap((p) => [u32be(p.length), p])));
+  }
+
+  wasVerified(key: string): boolean {
+    return this.verified.has(key);
+  }
+
+  markVerified(key: string, capsule: Capsule): void {
+    this.verified.set(key, capsule);
+  }
+
+  /** The capsule decoded when `key` was verified, if it was. */
+  capsuleOf(key: string): Capsule | undefined {
+    return this.verified.get(key);
+  }
+
+  /** The capsule and key seed under `key`, made by `open` the first time. */
+  open(
+    key: string,
+    open: () => { capsule: Capsule; seed: Uint8Array },
+  ): { capsule: Capsule; seed: Uint8Array } {
+    let entry = this.opened.get(key);
+    if (entry === undefined) {
+      entry = open();
+      this.opened.set(key, entry);
+    }
+    return entry;
+  }
+
+  dispose(): void {
+    for (const { seed } of this.opened.values()) seed.fill(0);
+    this.opened.clear();
+    this.verified.clear();
+  }
 }
 
 export type SharedRecordFailure =
@@ -125,6 +186,15 @@ export function verifySharedRecord(rec: ServedRecord, ctx: SharedRecordContext):
   ) {
     return failed('BAD_OPENING', "the tx's opening does not open the holder's leaf digest");
   }
+  if (rec.cfrags.length === 0) return failed('BAD_CFRAG', 'no cfrag was served');
+  // The same capsule and cfrags, byte for byte, under the same patient keys: checked already.
+  const opened = ctx.opened;
+  const key = opened === undefined ? '' : OpenedCapsules.keyOf(block, rec);
+  if (opened?.wasVerified(key)) {
+    return decrypted(hash, () =>
+      openedPlaintext(opened, key, block, rec, ctx.receiver, ctx.random),
+    );
+  }
   let capsule: Capsule;
   try {
     capsule = decodeCapsule(rec.capsule);
@@ -132,7 +202,6 @@ export function verifySharedRecord(rec: ServedRecord, ctx: SharedRecordContext):
     if (!isCryptoError(err)) throw err;
     return failed('BAD_CAPSULE', `capsule: ${err.message}`);
   }
-  if (rec.cfrags.length === 0) return failed('BAD_CFRAG', 'no cfrag was served');
   const cfrags: VerifiedCapsuleFrag[] = [];
   for (const [n, bytes] of rec.cfrags.entries()) {
     try {
@@ -149,20 +218,52 @@ export function verifySharedRecord(rec: ServedRecord, ctx: SharedRecordContext):
       return failed('BAD_CFRAG', `cfrag ${n}: ${err.message}`);
     }
   }
-  try {
-    const plaintext = decryptReencrypted(
+  if (opened !== undefined) {
+    opened.markVerified(key, capsule);
+    return decrypted(hash, () =>
+      openedPlaintext(opened, key, block, rec, ctx.receiver, ctx.random),
+    );
+  }
+  return decrypted(hash, () =>
+    decryptReencrypted(
       ctx.receiver.preSecret,
       block.patientPreKey,
       capsule,
       cfrags,
       rec.ciphertext,
       ctx.random,
-    );
-    return { ok: true, hash, plaintext };
+    ),
+  );
+}
+
+function decrypted(hash: Bytes, open: () => Bytes): SharedRecordCheck {
+  try {
+    return { ok: true, hash, plaintext: open() };
   } catch (err) {
     if (!isCryptoError(err)) throw err;
     return failed('DECRYPTION_FAILED', err.message);
   }
+}
+
+/** Decrypts a record whose cfrags were verified: its capsule opened once per OpenedCapsules. */
+function openedPlaintext(
+  opened: OpenedCapsules,
+  key: string,
+  block: Pick<Microblock, 'patientPreKey'>,
+  rec: Pick<ServedRecord, 'capsule' | 'cfrags' | 'ciphertext'>,
+  receiver: { readonly preSecret: Bytes },
+  random: RandomBytes | undefined,
+): Bytes {
+  const { capsule, seed } = opened.open(key, () => {
+    const capsule = opened.capsuleOf(key) ?? decodeCapsule(rec.capsule);
+    const cfrags = rec.cfrags.map((b) => decodeCapsuleFrag(b) as VerifiedCapsuleFrag);
+    const r = random ?? systemRandom;
+    return {
+      capsule,
+      seed: openReencrypted(receiver.preSecret, block.patientPreKey, capsule, cfrags, r),
+    };
+  });
+  return decryptWithSeed(seed, capsule, rec.ciphertext);
 }
 
 /**
@@ -172,10 +273,16 @@ export function verifySharedRecord(rec: ServedRecord, ctx: SharedRecordContext):
  */
 export function decryptVerifiedRecord(
   rec: Pick<ServedRecord, 'capsule' | 'cfrags' | 'ciphertext'>,
-  patientPreKey: Bytes,
+  block: Pick<Microblock, 'patientPreKey' | 'patientSigningKey'>,
   receiverPreSecret: Bytes,
   random?: RandomBytes,
+  opened?: OpenedCapsules,
 ): Bytes {
+  const patientPreKey = block.patientPreKey;
+  if (opened !== undefined) {
+    const key = OpenedCapsules.keyOf(block, rec);
+    return openedPlaintext(opened, key, block, rec, { preSecret: receiverPreSecret }, random);
+  }
   const capsule = decodeCapsule(rec.capsule);
   const cfrags = rec.cfrags.map((b) => decodeCapsuleFrag(b) as VerifiedCapsuleFrag);
   return decryptReencrypted(

@@ -105,7 +105,7 @@ export class ShareHolder {
   private readonly opts: ShareHolderOpts;
   private readonly random: RandomBytes;
   private readonly proofs = new Map<string, PinnedRecordProof>();
-  /** Capsules re-encrypted so far, and requests denied (for tests and metrics). */
+  /** Distinct capsules re-encrypted so far (per answer), and requests denied (tests, metrics). */
   reencrypted = 0;
   denied = 0;
 
@@ -162,6 +162,8 @@ export class ShareHolder {
     let bytes = 0;
     let next = req.after;
     let more = false;
+    /** Records sealed together share a capsule (ingest-worker-seal.ts): re-encrypted once. */
+    const cfragsOf = new Map<string, Bytes[]>();
     for (const rec of held) {
       if (items.length >= maxRecords) {
         more = true;
@@ -195,7 +197,7 @@ export class ShareHolder {
         prevRunning: rec.prevRunning,
         inclusion: rec.inclusion,
         capsule: envelope.capsule,
-        cfrags: this.reencrypt(envelope.capsule, decision.kfrags),
+        cfrags: this.reencrypt(envelope.capsule, decision.kfrags, cfragsOf),
         ciphertext: envelope.ciphertext,
       });
       if (bytes + item.length > budget) {
@@ -234,10 +236,19 @@ export class ShareHolder {
     return proof;
   }
 
-  private reencrypt(capsuleBytes: Bytes, kfrags: readonly VerifiedKeyFrag[]): Bytes[] {
+  private reencrypt(
+    capsuleBytes: Bytes,
+    kfrags: readonly VerifiedKeyFrag[],
+    done: Map<string, Bytes[]>,
+  ): Bytes[] {
+    const key = toHex(capsuleBytes);
+    const known = done.get(key);
+    if (known !== undefined) return known;
     const capsule = decodeCapsule(capsuleBytes);
     this.reencrypted++;
-    return kfrags.map((k) => encodeCapsuleFrag(reencrypt(capsule, k, this.random)));
+    const cfrags = kfrags.map((k) => encodeCapsuleFrag(reencrypt(capsule, k, this.random)));
+    done.set(key, cfrags);
+    return cfrags;
   }
 
   /**

@@ -32,6 +32,7 @@ import {
   type CurrentRecord,
   currentRecords,
   decryptVerifiedRecord,
+  OpenedCapsules,
   type SharedRecordFailure,
   type VersionOf,
   verifySharedRecord,
@@ -53,6 +54,13 @@ import {
   type ShareResponse,
 } from './share-wire.ts';
 import type { SidecarStore, WriteOp } from './store.ts';
+
+/** What one holder gave: verified versions, warnings, and how it answered. */
+interface HolderResult {
+  versions: VersionOf<Verified>[];
+  warnings: ShareWarning[];
+  outcome: HolderOutcome;
+}
 
 /** Reads of this node's pinned ledger. */
 export interface ReceiverLedger {
@@ -228,16 +236,30 @@ export class ShareReceiver {
     };
   }
 
-  /** One holder: cached records, then pages after them; verified versions and warnings. */
+  /**
+   * One holder: cached records, then pages after them; verified versions and warnings. Records
+   * that share a capsule are checked and opened once per capsule (OpenedCapsules), whose key
+   * seeds are wiped when the holder is done.
+   */
   private async fromHolder(
     first: Microblock,
     holder: InstitutionIndex,
     signal: AbortSignal | undefined,
-  ): Promise<{
-    versions: VersionOf<Verified>[];
-    warnings: ShareWarning[];
-    outcome: HolderOutcome;
-  }> {
+  ): Promise<HolderResult> {
+    const opened = new OpenedCapsules();
+    try {
+      return await this.fromHolderWith(opened, first, holder, signal);
+    } finally {
+      opened.dispose();
+    }
+  }
+
+  private async fromHolderWith(
+    opened: OpenedCapsules,
+    first: Microblock,
+    holder: InstitutionIndex,
+    signal: AbortSignal | undefined,
+  ): Promise<HolderResult> {
     const { store } = this.deps;
     const warnings: ShareWarning[] = [];
     const idHash = first.header.idHash;
@@ -341,6 +363,7 @@ export class ShareReceiver {
           certifiedBatchHash: certificates.get(height),
           receiver: this.deps.self,
           random: this.deps.random,
+          opened,
         });
         if (!check.ok) {
           warnings.push({
@@ -380,9 +403,10 @@ export class ShareReceiver {
       try {
         const plaintext = decryptVerifiedRecord(
           item,
-          block.patientPreKey,
+          block,
           this.deps.self.preSecret,
           this.deps.random,
+          opened,
         );
         versions.push(versionOf({ item, plaintext, cached: true }));
       } catch (err) {

@@ -30,6 +30,17 @@ describe.each(backends)('Umbral interop with rust-umbral ($name backend)', (back
   const bob = keyPair(); // receiver (the granted institution)
   const signer = keyPair(); // signs the kfrags
   const theirPk = (pk: Uint8Array) => theirs.PublicKey.fromCompressedBytes(pk);
+  /** One signed 1-of-1 kfrag from alice to bob. */
+  const aliceToBob = () =>
+    ours.generateKFrags({
+      delegatingSk: alice.sk,
+      receivingPk: bob.pk,
+      signerSk: signer.sk,
+      threshold: 1,
+      shares: 1,
+      signDelegatingKey: true,
+      signReceivingKey: true,
+    })[0];
 
   it('derives the same U and the same public keys', () => {
     const [x, y] = new theirs.Parameters().u.coordinates()!;
@@ -50,6 +61,35 @@ describe.each(backends)('Umbral interop with rust-umbral ($name backend)', (back
     expect(ours.decryptOriginal(alice.sk, decoded, ciphertext)).toEqual(record);
   });
 
+  it('several plaintexts under one capsule: each decrypts in theirs, and re-encrypted in ours', () => {
+    const plaintexts = [record, text('second record'), new Uint8Array(0), record];
+    const { capsule, ciphertexts } = ours.encryptMany(alice.pk, plaintexts);
+    // Fresh nonces: equal plaintexts give different ciphertexts.
+    expect(ciphertexts[0]).not.toEqual(ciphertexts[3]);
+    expect(
+      new Set(ciphertexts.map((c) => Buffer.from(c.subarray(0, 24)).toString('hex'))).size,
+    ).toBe(4);
+    const theirCapsule = theirs.Capsule.fromBytes(ours.encodeCapsule(capsule));
+    ciphertexts.forEach((c, k) => {
+      expect(theirs.decryptOriginal(alice.theirSk, theirCapsule, c)).toEqual(plaintexts[k]);
+    });
+    const kfrag = aliceToBob();
+    const cfrag = ours.verifyCapsuleFrag(
+      ours.decodeCapsuleFrag(ours.encodeCapsuleFrag(ours.reencrypt(capsule, kfrag!))),
+      {
+        capsule,
+        verifyingPk: signer.pk,
+        delegatingPk: alice.pk,
+        receivingPk: bob.pk,
+      },
+    );
+    ciphertexts.forEach((c, k) => {
+      expect(ours.decryptReencrypted(bob.sk, alice.pk, capsule, [cfrag], c)).toEqual(plaintexts[k]);
+    });
+    // Another patient's key opens none of them.
+    expect(() => ours.decryptOriginal(bob.sk, capsule, ciphertexts[1]!)).toThrow();
+  });
+
   it('signatures cross-verify', () => {
     const msg = text('grant');
     const mine = ours.signUmbral(signer.sk, msg);
@@ -61,15 +101,7 @@ describe.each(backends)('Umbral interop with rust-umbral ($name backend)', (back
 
   it('our kfrags verify and re-encrypt in theirs; their cfrags verify and decrypt in ours', () => {
     const { capsule, ciphertext } = ours.encrypt(alice.pk, record);
-    const [kfrag] = ours.generateKFrags({
-      delegatingSk: alice.sk,
-      receivingPk: bob.pk,
-      signerSk: signer.sk,
-      threshold: 1,
-      shares: 1,
-      signDelegatingKey: true,
-      signReceivingKey: true,
-    });
+    const kfrag = aliceToBob();
     const theirKFrag = theirs.KeyFrag.fromBytes(ours.encodeKeyFrag(kfrag!)).verify(
       theirPk(signer.pk),
       theirPk(alice.pk),
@@ -181,15 +213,7 @@ describe.each(backends)('Umbral interop with rust-umbral ($name backend)', (back
   describe('tampering is rejected by both', () => {
     const { capsule, ciphertext } = ours.encrypt(alice.pk, record);
     const capsuleBytes = ours.encodeCapsule(capsule);
-    const [kfrag] = ours.generateKFrags({
-      delegatingSk: alice.sk,
-      receivingPk: bob.pk,
-      signerSk: signer.sk,
-      threshold: 1,
-      shares: 1,
-      signDelegatingKey: true,
-      signReceivingKey: true,
-    });
+    const kfrag = aliceToBob();
     const kfragBytes = ours.encodeKeyFrag(kfrag!);
     const cfragBytes = ours.encodeCapsuleFrag(ours.reencrypt(capsule, kfrag!));
     const verifyOpts = {

@@ -23,6 +23,8 @@ import { ZERO_HASH } from '../../src/ledger/keyblock.ts';
 import { type Microblock, microblockFromRegister } from '../../src/ledger/microblock.ts';
 import {
   currentRecords,
+  decryptVerifiedRecord,
+  OpenedCapsules,
   type ServedRecord,
   type SharedRecordContext,
   verifySharedRecord,
@@ -111,6 +113,26 @@ const ctx: SharedRecordContext = {
   certifiedBatchHash: batchHash(batch),
   receiver: { preSecret: receiverSecret, preKey: receiverPk },
 };
+
+/** Any one damaged byte of the record's ciphertext, capsule, cfrag or prevRunning fails it. */
+function expectEveryDamageFails(rec: ServedRecord, context: SharedRecordContext): void {
+  const fields = ['ciphertext', 'capsule', 'cfrag', 'prevRunning'] as const;
+  fc.assert(
+    fc.property(
+      fc.constantFrom(...fields),
+      fc.nat(),
+      fc.integer({ min: 1, max: 255 }),
+      (field, pos, x) => {
+        const bytes = (field === 'cfrag' ? rec.cfrags[0]! : rec[field]).slice();
+        bytes[pos % bytes.length]! ^= x;
+        const damaged =
+          field === 'cfrag' ? { ...rec, cfrags: [bytes] } : { ...rec, [field]: bytes };
+        expect(verifySharedRecord(damaged, context).ok).toBe(false);
+      },
+    ),
+    { numRuns: 120 },
+  );
+}
 
 describe('verifySharedRecord', () => {
   it('accepts what the holder served honestly and decrypts it', () => {
@@ -207,23 +229,39 @@ describe('verifySharedRecord', () => {
   });
 
   it('any damaged byte of a served record fails verification', () => {
+    expectEveryDamageFails(served(0), ctx);
+  });
+});
+
+describe('capsules checked and opened once per fetch (OpenedCapsules)', () => {
+  it('gives the same answers as checking every record in full', () => {
+    const opened = new OpenedCapsules();
+    const withCache = { ...ctx, opened };
+    const recs = [0, 1, 2].map(served);
+    for (let round = 0; round < 2; round++) {
+      for (const [n, rec] of recs.entries()) {
+        const check = verifySharedRecord(rec, withCache);
+        expect(check.ok).toBe(true);
+        if (check.ok) expect(new TextDecoder().decode(check.plaintext)).toBe(contents[n]);
+        const again = decryptVerifiedRecord(rec, block, receiverSecret, random, opened);
+        expect(new TextDecoder().decode(again)).toBe(contents[n]);
+      }
+    }
+    opened.dispose();
+    expect(verifySharedRecord(recs[0]!, withCache).ok).toBe(true);
+  });
+
+  it('never vouches for a damaged record whose honest twin it has checked', () => {
     const rec = served(0);
-    const fields = ['ciphertext', 'capsule', 'cfrag', 'prevRunning'] as const;
-    fc.assert(
-      fc.property(
-        fc.constantFrom(...fields),
-        fc.nat(),
-        fc.integer({ min: 1, max: 255 }),
-        (field, pos, x) => {
-          const bytes = (field === 'cfrag' ? rec.cfrags[0]! : rec[field]).slice();
-          bytes[pos % bytes.length]! ^= x;
-          const damaged =
-            field === 'cfrag' ? { ...rec, cfrags: [bytes] } : { ...rec, [field]: bytes };
-          expect(verifySharedRecord(damaged, ctx).ok).toBe(false);
-        },
-      ),
-      { numRuns: 120 },
-    );
+    const opened = new OpenedCapsules();
+    const withCache = { ...ctx, opened };
+    expect(verifySharedRecord(rec, withCache).ok).toBe(true);
+    expectEveryDamageFails(rec, withCache);
+    // Another record's cfrags with this capsule: another key, checked, refused.
+    const mixed = { ...rec, cfrags: served(1).cfrags };
+    const check = verifySharedRecord(mixed, withCache);
+    expect(check.ok ? 'ok' : check.code).toBe('BAD_CFRAG');
+    opened.dispose();
   });
 });
 

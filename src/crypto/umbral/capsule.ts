@@ -136,6 +136,30 @@ export function encrypt(
   return { capsule, ciphertext };
 }
 
+/**
+ * Encrypts several plaintexts to one public key under ONE capsule: one KEM (two base-point and one
+ * variable-point multiplication) for all of them, and a fresh random 24-byte XChaCha20 nonce per
+ * plaintext, so a key is never used twice with one nonce (2^-96 per pair of plaintexts). Each
+ * (capsule, ciphertexts[k]) pair is exactly what `encrypt` makes, and decrypts, re-encrypts and
+ * verifies the same way, here and in rust-umbral.
+ *
+ * Whoever can open the capsule (its owner, or the holder of a cfrag of it) can open every
+ * ciphertext made with it: use it only for plaintexts that are always disclosed together.
+ */
+export function encryptMany(
+  pk: PublicKey,
+  plaintexts: readonly Uint8Array[],
+  random: RandomBytes = systemRandom,
+): { capsule: Capsule; ciphertexts: Uint8Array[] } {
+  const { capsule, keySeed } = encapsulate(decodePublicKey(pk), random);
+  try {
+    const ad = capsuleBytesSimple(capsule);
+    return { capsule, ciphertexts: plaintexts.map((p) => demEncrypt(keySeed, p, ad, random)) };
+  } finally {
+    keySeed.fill(0);
+  }
+}
+
 /** Decrypts with the key the capsule was made for. */
 export function decryptOriginal(
   sk: SecretKey,

@@ -246,6 +246,19 @@ export function openReencrypted(
   return backend.mul(sum, d);
 }
 
+/**
+ * Decrypts a ciphertext with the key seed `openReencrypted` gave for its capsule: for several
+ * ciphertexts under one capsule (capsule.ts encryptMany), the cfrags are recombined once. The AEAD
+ * still binds each ciphertext to the capsule.
+ */
+export function decryptWithSeed(
+  keySeed: Uint8Array,
+  capsule: Capsule,
+  ciphertext: Uint8Array,
+): Uint8Array {
+  return demDecrypt(keySeed, ciphertext, capsuleBytesSimple(capsule));
+}
+
 /** Decrypts a re-encrypted ciphertext with the receiver's key and verified cfrags. */
 export function decryptReencrypted(
   receivingSk: SecretKey,

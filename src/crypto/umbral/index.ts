@@ -6,12 +6,15 @@ export {
   decryptOriginal,
   encodeCapsule,
   encrypt,
+  encryptMany,
 } from './capsule.ts';
 export {
   type CapsuleFrag,
   decodeCapsuleFrag,
   decryptReencrypted,
+  decryptWithSeed,
   encodeCapsuleFrag,
+  openReencrypted,
   reencrypt,
   type VerifiedCapsuleFrag,
   verifyCapsuleFrag,
