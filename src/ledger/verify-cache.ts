@@ -67,14 +67,15 @@ export function verifyChameleonCached(
   return ok;
 }
 
-function checkByHash(
+/** The key under which a check of exactly these inputs is remembered (a hash of all of them). */
+export function chameleonCheckKey(
   hashKey: Uint8Array,
   ctx: Uint8Array,
   message: Uint8Array,
   digest: Uint8Array,
   opening: ChameleonOpening,
-): boolean {
-  const key = toHex(
+): string {
+  return toHex(
     ledgerHash(
       'ch-check',
       encode((w) =>
@@ -82,11 +83,38 @@ function checkByHash(
       ),
     ),
   );
+}
+
+/**
+ * Remembers, in this thread, that the check under `key` (chameleonCheckKey) holds, because it was
+ * made in another thread of this process: the ingest's seal worker makes each collision of this
+ * institution's txs and checks it before returning it (crypto/chameleon.ts collide), and without
+ * this the node, on the main thread, would run the same curve arithmetic again when the tx reaches
+ * its mempool. Only a key computed from the very inputs that were checked may be given: any other
+ * input gives another key, which stays unknown and is checked here as usual.
+ */
+export function rememberChameleonCheck(key: string): void {
+  if (!/^[0-9a-f]{64}$/.test(key)) throw new RangeError('a chameleon check key is 32 bytes, hex');
+  remember(key, true);
+}
+
+function remember(key: string, result: boolean): void {
+  if (memo.size >= MAX_ENTRIES) memo.delete(memo.keys().next().value!);
+  memo.set(key, result);
+}
+
+function checkByHash(
+  hashKey: Uint8Array,
+  ctx: Uint8Array,
+  message: Uint8Array,
+  digest: Uint8Array,
+  opening: ChameleonOpening,
+): boolean {
+  const key = chameleonCheckKey(hashKey, ctx, message, digest, opening);
   const known = memo.get(key);
   if (known !== undefined) return known;
   const result = verifyChameleon(hashKey, ctx, message, digest, opening);
-  if (memo.size >= MAX_ENTRIES) memo.delete(memo.keys().next().value!);
-  memo.set(key, result);
+  remember(key, result);
   return result;
 }
 

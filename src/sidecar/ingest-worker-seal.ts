@@ -4,17 +4,25 @@
  * key (Umbral), pointer = SHA-256(ciphertext) (vault.ts), and the next record tx on this
  * institution's leaf (makeRecordTx: the trapdoor's collision), with its encoding and hash.
  *
+ * The records of one task with the same patient block and `group` share one capsule (Umbral's
+ * KEM, the costliest part of an encryption, once per group: `encryptMany`), each with its own
+ * nonce. Whoever can open a capsule opens all its records, so a group must hold only records that
+ * are always disclosed together: a grant covers all of a patient's records (authz/consent.ts), and
+ * ingest.ts groups by resource type, so that a later grant narrowed by type still has a capsule
+ * per type.
+ *
  * Jobs run in order and continue each patient's block where the previous job left it, so the
  * result is the same whether a bundle is sealed here or in a worker. A label's target is either a
  * stored medical tx or, for a correction of a resource created earlier in the same bundle, the
  * index of that earlier job (its tx hash is known only once it is sealed).
  */
 import type { RandomBytes } from '../crypto/random.ts';
-import { encodeCapsule, encrypt } from '../crypto/umbral/index.ts';
+import { encodeCapsule, encryptMany } from '../crypto/umbral/index.ts';
 import { advanceLeaf, type InstitutionSecrets, makeRecordTxWithKey } from '../ledger/author.ts';
-import type { Microblock } from '../ledger/microblock.ts';
+import { leafContext, type Microblock } from '../ledger/microblock.ts';
 import { encodeTx, txHash } from '../ledger/tx.ts';
 import type { Bytes, LabelTx, MedicalTx } from '../ledger/types.ts';
+import { chameleonCheckKey } from '../ledger/verify-cache.ts';
 import { pointerOf } from '../store/vault.ts';
 
 export interface SealJob {
@@ -23,6 +31,8 @@ export interface SealJob {
   readonly content: Uint8Array;
   /** null: a medical tx; bytes: a label on that tx; a number: a label on that earlier job's tx. */
   readonly target: Bytes | number | null;
+  /** Jobs of one block and group share a capsule (see above). */
+  readonly group: string;
 }
 
 export interface SealTask {
@@ -41,6 +51,11 @@ export interface Sealed {
   readonly encodedTx: Bytes;
   /** The label's resolved target, null for a medical tx. */
   readonly target: Bytes | null;
+  /**
+   * The key of the chameleon check the collision passed here (ledger/verify-cache.ts): the thread
+   * that runs the node remembers it, instead of checking the opening again.
+   */
+  readonly checked: string;
 }
 
 export interface SealTaskResult {
@@ -55,6 +70,8 @@ export class Sealer {
   readonly blocks: Microblock[];
   private readonly task: SealTask;
   private readonly random: RandomBytes;
+  /** Per job, once its group is encrypted: its capsule (encoded) and ciphertext. */
+  private readonly encrypted = new Map<number, { capsule: Bytes; ciphertext: Bytes }>();
 
   constructor(task: SealTask, random: RandomBytes) {
     this.task = task;
@@ -75,7 +92,8 @@ export class Sealer {
       throw new RangeError(`seal job ${n}: no such job or block`);
     }
     const target = this.resolve(job.target, n);
-    const { capsule, ciphertext } = encrypt(block.patientPreKey, job.content, this.random);
+    const { capsule, ciphertext } = this.encrypted.get(n) ?? this.encryptGroupOf(n);
+    this.encrypted.delete(n);
     const pointer = pointerOf(ciphertext);
     const fields =
       target === null
@@ -88,9 +106,21 @@ export class Sealer {
       this.task.fee,
       this.random,
     );
-    this.blocks[job.block] = advanceLeaf(block, tx);
+    const advanced = advanceLeaf(block, tx);
+    this.blocks[job.block] = advanced;
+    const { index, chameleonKey } = this.task.institution;
+    const ownLeaf = (b: Microblock) => b.leaves.find((l) => l.institution === index)!;
     this.sealed.push({
-      capsule: encodeCapsule(capsule),
+      // The inputs the collision was checked with: the leaf's digest, and the running hash after
+      // the tx (advanceLeaf computed it; the digest does not change).
+      checked: chameleonCheckKey(
+        chameleonKey,
+        leafContext(block.header.idHash, index),
+        ownLeaf(advanced).running,
+        ownLeaf(block).digest,
+        tx.opening,
+      ),
+      capsule,
       ciphertext,
       pointer,
       tx,
@@ -98,6 +128,26 @@ export class Sealer {
       encodedTx: encodeTx(tx),
       target,
     });
+  }
+
+  /** Encrypts job `n` and every later job of its block and group under one capsule. */
+  private encryptGroupOf(n: number): { capsule: Bytes; ciphertext: Bytes } {
+    const { jobs, blocks } = this.task;
+    const job = jobs[n]!;
+    const members: number[] = [];
+    for (let k = n; k < jobs.length; k++) {
+      if (jobs[k]!.block === job.block && jobs[k]!.group === job.group) members.push(k);
+    }
+    const { capsule, ciphertexts } = encryptMany(
+      blocks[job.block]!.patientPreKey,
+      members.map((k) => jobs[k]!.content),
+      this.random,
+    );
+    const encoded = encodeCapsule(capsule);
+    members.forEach((k, i) => {
+      this.encrypted.set(k, { capsule: encoded, ciphertext: ciphertexts[i]! });
+    });
+    return this.encrypted.get(n)!;
   }
 
   private resolve(target: SealJob['target'], n: number): Bytes | null {

@@ -8,7 +8,13 @@ import {
 } from '../../src/crypto/chameleon.ts';
 import { deterministicRandom } from '../../src/crypto/random.ts';
 import type { Bundle } from '../../src/ledger/types.ts';
-import { internBundle, sameData, verifyChameleonCached } from '../../src/ledger/verify-cache.ts';
+import {
+  chameleonCheckKey,
+  internBundle,
+  rememberChameleonCheck,
+  sameData,
+  verifyChameleonCached,
+} from '../../src/ledger/verify-cache.ts';
 
 const random = deterministicRandom('verify-cache');
 const key = generateChameleonKey(random);
@@ -58,6 +64,25 @@ describe('memoised chameleon checks', () => {
     const bad = { r: new Uint8Array(3), s: new Uint8Array(3) };
     expect(verifyChameleonCached(key.hashKey, ctx, m1, h.digest, bad)).toBe(false);
     expect(verifyChameleonCached(key.hashKey, ctx, m1, h.digest, null as never)).toBe(false);
+  });
+});
+
+describe('a check made in another thread', () => {
+  it('is remembered under the key of exactly its inputs, and vouches for nothing else', () => {
+    const m3 = new Uint8Array([7]);
+    const opening3 = chameleonCollision(key.trapdoor, ctx, h.digest, m3, random);
+    const checkedKey = chameleonCheckKey(key.hashKey, ctx, m3, h.digest, opening3);
+    rememberChameleonCheck(checkedKey);
+    expect(verifyChameleonCached(key.hashKey, ctx, m3, h.digest, { ...opening3 })).toBe(true);
+    // Any other input gives another key, checked as usual.
+    expect(verifyChameleonCached(key.hashKey, ctx, m1, h.digest, { ...opening3 })).toBe(false);
+    expect(verifyChameleonCached(key.hashKey, ctx, m3, h.digest, { ...opening2 })).toBe(false);
+    // The key is what the cache would use itself: a bogus opening remembered as checked would be
+    // believed, which is why only a key of inputs that passed a check may be given.
+    const bogus = { r: opening3.s, s: opening3.r };
+    rememberChameleonCheck(chameleonCheckKey(key.hashKey, ctx, m3, h.digest, bogus));
+    expect(verifyChameleonCached(key.hashKey, ctx, m3, h.digest, { ...bogus })).toBe(true);
+    expect(() => rememberChameleonCheck('not hex')).toThrow(RangeError);
   });
 });
 
