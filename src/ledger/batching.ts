@@ -14,6 +14,9 @@
  *    lower institution index. Everything iterates in index order, so the result is deterministic.
  * The quotas then sum to min(capacity, total pending), never exceed anyone's pending count, and
  * everyone not capped by its own pending count is within one tx of its exact proportional share.
+ *
+ * A validator cannot see what the leader had pending, so it judges a proposal against the plain
+ * proportional shares, a lower bound of the quotas whatever was pending (checkBatchFairness).
  */
 import { OK, reject, type Verdict } from './errors.ts';
 import type { InstitutionReputation } from './reputation.ts';
@@ -188,36 +191,84 @@ export function selectBatch<T>(
 }
 
 /**
+ * Each institution's plain proportional share of `capacity`: floor(w_i · capacity / W), with the
+ * weights of batchQuotas (R · 2^40) and W the weight of every institution in `reputations`.
+ *
+ * It is a lower bound on the quota batchQuotas gives an institution that has more than this
+ * pending, whatever the others have pending: water-filling settles an institution only at a
+ * pending count no larger than its share, so the capacity per unit of weight left for the rest
+ * never falls below where it started, capacity / W_open >= capacity / W (W_open counts only the
+ * institutions with pending txs); an institution never settled gets at least the floor of its
+ * share of that.
+ */
+export function proportionalShares(
+  reputations: readonly InstitutionReputation[],
+  capacity: number,
+): Map<InstitutionIndex, number> {
+  checkCount('capacity', capacity);
+  const rep = reputationMap(reputations);
+  const indices = [...rep.keys()].sort((x, y) => x - y);
+  const w = new Map(indices.map((i) => [i, BigInt(Math.round(rep.get(i)! * WEIGHT_SCALE))]));
+  const total = indices.reduce((s, i) => s + w.get(i)!, 0n);
+  return new Map(
+    indices.map((i) => [i, total === 0n ? 0 : Number((w.get(i)! * BigInt(capacity)) / total)]),
+  );
+}
+
+/**
  * A validator's fairness check of a proposed batch (the reason to prevote nil: UNFAIR_BATCH).
  *
- * `localPendingCounts` are the txs this validator itself knows to be pending, per institution.
- * Pass only txs known for longer than the gossip delay bound, so that an honest leader that had
- * not yet received them is not punished. The batch shows the leader had at least `batchCounts[i]`
- * of i's txs, so fair quotas are computed over max(local, batch) pending per institution.
+ * `batchCounts`: the units (txs) the batch gives each institution. `waiting`: for each institution
+ * of which this validator holds items the batch left out, the size of the largest of them. Pass
+ * only items held for longer than the gossip delay bound (the grace period), so that the leader
+ * had them too; the largest stands for the leader's next item of that institution, which is one
+ * of them when the leader had them (bundles of one institution may be found to fit in a different
+ * order at different replicas, so the validator's first is not necessarily the leader's next).
  *
- * An institution is under-served when it got fewer than its fair quota. That is unfair when the
- * batch was not full (there was room) or someone else got more than its quota (its room was given
- * away); a full batch in which nobody exceeds its quota under-serves nobody, so in practice any
- * under-served institution fails the check. Taking more than the quota while nobody is
- * under-served (e.g. a leader filling room nobody else wanted) is fine.
+ * An honest leader (selectBatch over everything it has pending, a superset of what the validator
+ * held) leaves an institution i with reputation > 0 waiting only when its next item
+ * - did not fit in i's quota: got_i + size > quota_i >= share_i, the plain proportional share
+ *   (proportionalShares: a lower bound on the quota whatever the leader had pending, given that i
+ *   had more than its quota pending), and
+ * - did not fit in the room the batch had left when i was offered it, so not in the room left
+ *   at the end either: total + size > capacity.
+ * So a batch is unfair when an institution waits with an item that fits in what is left of its
+ * share, or in the room left in the batch. One item of slack is thus excused per institution:
+ * items are indivisible.
+ *
+ * Why not water-filled quotas over the validator's own pending counts (held, or what the batch
+ * gave when more): those understate the leader's, most of all at saturation, where the validator
+ * has held for the grace period only part of what the leader holds (the leader's own bundles are
+ * seconds old elsewhere). An institution the validator holds little of then looks capped at what
+ * the batch gave it, which is whole bundles below its quota, and the water-filling shares the
+ * difference out to the others: their quotas at the validator exceed the leader's by more than a
+ * bundle, and an honest batch is refused (test/ledger/fairness-saturation.test.ts has the
+ * numbers). A slack of one bundle of the over-served institutions does not cover that, since the
+ * shortfalls of several capped institutions add up; counting only items older than the
+ * over-served institutions' would not address the inflated quotas either, and would excuse
+ * starving an institution whose bundles are younger. The plain share is the tightest bound that
+ * holds whatever the leader had pending. What it gives up: room that an institution with little
+ * pending leaves is shared out by an honest leader in proportion to reputation, but a validator
+ * cannot tell whether that room was there, so a leader may give it to anyone. Every institution
+ * still gets its reputation-proportional share of a full batch, less one item, whenever it has
+ * that much waiting, and all of its waiting items whenever the batch has room for them.
  */
 export function checkBatchFairness(
   batchCounts: Counts,
-  localPendingCounts: Counts,
+  waiting: Counts,
   reputations: readonly InstitutionReputation[],
   capacity: number,
 ): Verdict {
   checkCount('capacity', capacity);
   let total = 0;
-  const pending = new Map<InstitutionIndex, number>();
-  for (const [i, n] of localPendingCounts) {
-    checkCount(`local pending of ${i}`, n);
-    pending.set(i, n);
-  }
   for (const [i, n] of batchCounts) {
     checkCount(`batch count of ${i}`, n);
     total += n;
-    pending.set(i, Math.max(n, pending.get(i) ?? 0));
+  }
+  for (const [i, size] of waiting) {
+    if (!(Number.isSafeInteger(size) && size >= 1)) {
+      throw new RangeError(`waiting item of ${i}: expected a size >= 1, got ${size}`);
+    }
   }
   if (total > capacity) {
     return reject('UNFAIR_BATCH', `batch of ${total} txs exceeds capacity ${capacity}`, {
@@ -225,24 +276,30 @@ export function checkBatchFairness(
       capacity,
     });
   }
-  const quotas = batchQuotas(reputations, capacity, pending);
+  const rep = reputationMap(reputations);
+  const shares = proportionalShares(reputations, capacity);
   const got = (i: InstitutionIndex) => batchCounts.get(i) ?? 0;
-  const over = [...batchCounts.keys()].filter((i) => got(i) > (quotas.get(i) ?? 0));
-  const under = [...quotas]
-    .filter(([i, q]) => (localPendingCounts.get(i) ?? 0) > got(i) && got(i) < q)
-    .map(([i]) => i);
-  if (under.length > 0 && (total < capacity || over.length > 0)) {
-    const i = under[0]!;
-    return reject(
-      'UNFAIR_BATCH',
-      `batch gives institution ${i} ${got(i)} txs, below its fair quota ${quotas.get(i)}`,
-      {
-        underServed: under,
-        overServed: over,
-        quotas: Object.fromEntries(quotas),
-        batchFull: total === capacity,
-      },
-    );
-  }
-  return OK;
+  const share = (i: InstitutionIndex) => shares.get(i) ?? 0;
+  const under = [...waiting]
+    .filter(
+      ([i, size]) =>
+        got(i) + size <= share(i) || ((rep.get(i) ?? 0) > 0 && total + size <= capacity),
+    )
+    .map(([i]) => i)
+    .sort((x, y) => x - y);
+  if (under.length === 0) return OK;
+  const i = under[0]!;
+  const room = total + waiting.get(i)! <= capacity;
+  return reject(
+    'UNFAIR_BATCH',
+    room
+      ? `batch leaves out a waiting item of institution ${i} although it has room for it`
+      : `batch gives institution ${i} ${got(i)} txs, below its proportional share ${share(i)}`,
+    {
+      underServed: under,
+      overServed: [...batchCounts.keys()].filter((j) => got(j) > share(j)).sort((x, y) => x - y),
+      shares: Object.fromEntries(shares),
+      batchFull: total === capacity,
+    },
+  );
 }

@@ -12,7 +12,7 @@ import {
   decodeBatch,
   validateBatch,
 } from './batch.ts';
-import { batchQuotas, checkBatchFairness, selectBatch } from './batching.ts';
+import { checkBatchFairness, selectBatch } from './batching.ts';
 import type { Equivocation } from './bft-messages.ts';
 import type { ConsensusGroup } from './certificate.ts';
 import { isLedgerError, OK, reject, type Verdict } from './errors.ts';
@@ -227,9 +227,9 @@ export function checkBatch(state: PinnedState, bytes: Bytes): CheckedBatch {
 
 /**
  * Algorithm 2's fairness check of a valid batch (batching.ts checkBatchFairness) against `held`,
- * the eligible bundles the validator had held for the grace period. Bundles are indivisible, so
- * an under-served institution is excused when its next held bundle fits neither in what is left of
- * its quota nor in the room left in the batch.
+ * the eligible bundles the validator had held for the grace period: an institution waits when the
+ * batch left out any of its held bundles, and the largest of those is the item it waits with
+ * (bundles are indivisible; see checkBatchFairness for why the largest).
  */
 export function checkFairness(
   batch: TxBatch,
@@ -237,35 +237,21 @@ export function checkFairness(
   reputations: readonly InstitutionReputation[],
   capacity: number,
 ): Verdict {
-  const local = new Map<InstitutionIndex, number>();
-  for (const [i, es] of held)
-    local.set(
-      i,
-      es.reduce((s, e) => s + e.bundle.txs.length, 0),
-    );
   const got = new Map<InstitutionIndex, number>();
   const inBatch = new Set<string>();
-  let total = 0;
   for (const b of batch.bundles) {
     got.set(b.institution, (got.get(b.institution) ?? 0) + b.txs.length);
     inBatch.add(makeEntry(b, 0).id);
-    total += b.txs.length;
   }
-  const verdict = checkBatchFairness(got, local, reputations, capacity);
-  if (verdict.ok) return verdict;
-  const under = verdict.error.detail.underServed;
-  if (!Array.isArray(under)) return verdict;
-  const pending = new Map(local);
-  for (const [i, n] of got) pending.set(i, Math.max(n, pending.get(i) ?? 0));
-  const quotas = batchQuotas(reputations, capacity, pending);
-  for (const i of under as InstitutionIndex[]) {
-    const next = held.get(i)?.find((e) => !inBatch.has(e.id));
-    if (next === undefined) continue;
-    const size = next.bundle.txs.length;
-    const roomInQuota = (got.get(i) ?? 0) + size <= (quotas.get(i) ?? 0);
-    if (roomInQuota || total + size <= capacity) return verdict;
+  const waiting = new Map<InstitutionIndex, number>();
+  for (const [i, entries] of held) {
+    for (const e of entries) {
+      // An empty bundle is refused on arrival (MALFORMED); were one held, it would need no room.
+      if (inBatch.has(e.id) || e.bundle.txs.length === 0) continue;
+      waiting.set(i, Math.max(waiting.get(i) ?? 0, e.bundle.txs.length));
+    }
   }
-  return OK;
+  return checkBatchFairness(got, waiting, reputations, capacity);
 }
 
 /**

@@ -1,6 +1,11 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { batchQuotas, checkBatchFairness, selectBatch } from '../../src/ledger/batching.ts';
+import {
+  batchQuotas,
+  checkBatchFairness,
+  proportionalShares,
+  selectBatch,
+} from '../../src/ledger/batching.ts';
 import { isLedgerError } from '../../src/ledger/errors.ts';
 import type { InstitutionReputation } from '../../src/ledger/reputation.ts';
 
@@ -147,15 +152,53 @@ describe('selectBatch', () => {
   });
 });
 
+describe('proportionalShares', () => {
+  it('floors each reputation-proportional share of the capacity', () => {
+    expect(list(proportionalShares(reps(0.5, 0.25, 0.25), 12))).toEqual([6, 3, 3]);
+    // 0.625 · 7 = 4.375, 0.375 · 7 = 2.625: no largest remainder here, unlike batchQuotas (4, 3).
+    expect(list(proportionalShares(reps(0.625, 0.375), 7))).toEqual([4, 2]);
+    // The weights are R · 2^40 rounded, as in batchQuotas: 0.9 of 1.8 comes out a hair below a
+    // half, so its share of 12 is 5 (batchQuotas gives it the spare unit: 6, 4, 2).
+    expect(list(proportionalShares(reps(0.9, 0.6, 0.3), 12))).toEqual([5, 4, 2]);
+    expect(list(proportionalShares(reps(0, 0), 10))).toEqual([0, 0]);
+    expect(() => proportionalShares(reps(0.5), -1)).toThrow(/capacity/);
+  });
+
+  it('property: a lower bound on the quota of anyone with more pending, whatever the others have', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.record({ w: fc.nat(1024), pending: fc.nat(60) }), {
+          minLength: 1,
+          maxLength: 12,
+        }),
+        fc.nat(300),
+        (xs, capacity) => {
+          const rs = xs.map((x, index) => ({ index, reputation: x.w / 1024 }));
+          const q = batchQuotas(rs, capacity, counts(...xs.map((x) => x.pending)));
+          const s = proportionalShares(rs, capacity);
+          xs.forEach((x, i) => {
+            expect(q.get(i)!).toBeGreaterThanOrEqual(Math.min(x.pending, s.get(i)!));
+          });
+        },
+      ),
+    );
+  });
+});
+
 describe('checkBatchFairness', () => {
   const r = reps(0.9, 0.6, 0.3);
+  /** Single txs: an institution waits (with an item of 1) when it has more pending than it got. */
+  const waitingOf = (batch: Map<number, number>, pending: Map<number, number>) =>
+    new Map([...pending].filter(([i, n]) => n > (batch.get(i) ?? 0)).map(([i]) => [i, 1]));
+  const check = (batch: Map<number, number>, pending: Map<number, number>, capacity = 12) =>
+    checkBatchFairness(batch, waitingOf(batch, pending), r, capacity);
 
   it('accepts the fair batch and rejects one that starves an institution', () => {
     const pending = counts(20, 20, 20);
     const fair = batchQuotas(r, 12, pending); // 6, 4, 2
     expect(list(fair)).toEqual([6, 4, 2]);
-    expect(checkBatchFairness(fair, pending, r, 12)).toEqual({ ok: true });
-    const v = checkBatchFairness(counts(8, 4, 0), pending, r, 12);
+    expect(check(fair, pending)).toEqual({ ok: true });
+    const v = check(counts(8, 4, 0), pending);
     expect(v.ok).toBe(false);
     if (!v.ok) {
       expect(isLedgerError(v.error, 'UNFAIR_BATCH')).toBe(true);
@@ -166,17 +209,36 @@ describe('checkBatchFairness', () => {
   it('does not blame a leader for txs the validator does not know of', () => {
     // The validator has not seen 2's txs: the leader may serve 2 or, not knowing of them either,
     // give its room to the others.
-    expect(checkBatchFairness(counts(6, 4, 2), counts(20, 20, 0), r, 12)).toEqual({ ok: true });
-    expect(checkBatchFairness(counts(7, 5, 0), counts(20, 20, 0), r, 12)).toEqual({ ok: true });
+    expect(check(counts(6, 4, 2), counts(20, 20, 0))).toEqual({ ok: true });
+    expect(check(counts(7, 5, 0), counts(20, 20, 0))).toEqual({ ok: true });
     // Room nobody else wanted may be filled by anyone.
-    expect(checkBatchFairness(counts(10, 2, 0), counts(20, 2, 0), r, 12)).toEqual({ ok: true });
+    expect(check(counts(10, 2, 0), counts(20, 2, 0))).toEqual({ ok: true });
   });
 
   it('rejects a batch over capacity, and one that is not full while someone waits', () => {
-    expect(checkBatchFairness(counts(13), counts(20), r, 12).ok).toBe(false);
-    const v = checkBatchFairness(counts(3, 3, 0), counts(3, 3, 5), r, 12);
+    expect(check(counts(13), counts(20)).ok).toBe(false);
+    const v = check(counts(3, 3, 0), counts(3, 3, 5));
     expect(v.ok).toBe(false);
     if (!v.ok) expect(v.error.detail).toMatchObject({ underServed: [2], batchFull: false });
+  });
+
+  it('excuses an item that fits neither in its share nor in the room left', () => {
+    // 2's share is 2 and it got 0: an item of 3 does not fit in it, nor in a full batch.
+    expect(checkBatchFairness(counts(8, 4, 0), new Map([[2, 3]]), r, 12)).toEqual({ ok: true });
+    // With room for it (a batch of 11), the same item had to go in.
+    expect(checkBatchFairness(counts(7, 4, 0), new Map([[2, 3]]), r, 14).ok).toBe(false);
+    // An item of 2 fits in its share.
+    expect(checkBatchFairness(counts(8, 4, 0), new Map([[2, 2]]), r, 12).ok).toBe(false);
+    // 1 got 3, one below its share 4, and waits with an item of 2: excused; with an item of 1, not.
+    expect(checkBatchFairness(counts(6, 3, 3), new Map([[1, 2]]), r, 12)).toEqual({ ok: true });
+    expect(checkBatchFairness(counts(6, 3, 3), new Map([[1, 1]]), r, 12).ok).toBe(false);
+  });
+
+  it('names bad arguments', () => {
+    expect(() => checkBatchFairness(counts(1), new Map([[0, 0]]), r, 12)).toThrow(
+      /waiting item of 0/,
+    );
+    expect(() => checkBatchFairness(counts(-1), new Map(), r, 12)).toThrow(/batch count of 0/);
   });
 
   const world = fc.record({
@@ -191,12 +253,13 @@ describe('checkBatchFairness', () => {
       fc.property(world, ({ ws, pending, capacity }) => {
         const rs = ws.map((w, index) => ({ index, reputation: w / 1024 }));
         const p = counts(...pending.slice(0, ws.length));
-        expect(checkBatchFairness(batchQuotas(rs, capacity, p), p, rs, capacity).ok).toBe(true);
+        const q = batchQuotas(rs, capacity, p);
+        expect(checkBatchFairness(q, waitingOf(q, p), rs, capacity).ok).toBe(true);
       }),
     );
   });
 
-  it('property: a leader that includes only its own txs fails whenever others are owed any', () => {
+  it('property: a leader that includes only its own txs fails whenever others are owed a share', () => {
     fc.assert(
       fc.property(world, ({ ws, pending, leader, capacity }) => {
         const rs = ws.map((w, index) => ({ index, reputation: w / 1024 }));
@@ -204,10 +267,11 @@ describe('checkBatchFairness', () => {
         const p = counts(...pending.slice(0, ws.length));
         const own = new Map([[l, Math.min(p.get(l)!, capacity)]]);
         const othersPending = [...p].some(([i, n]) => i !== l && n > 0);
-        const quotas = batchQuotas(rs, capacity, p);
-        const othersOwed = [...quotas].some(([i, q]) => i !== l && q > 0);
-        const v = checkBatchFairness(own, p, rs, capacity);
-        // Others pending and the batch not full: always unfair. Full: unfair iff others had a quota.
+        const shares = proportionalShares(rs, capacity);
+        const othersOwed = [...p].some(([i, n]) => i !== l && n > 0 && shares.get(i)! > 0);
+        const v = checkBatchFairness(own, waitingOf(own, p), rs, capacity);
+        // Others pending and the batch not full: always unfair. Full: unfair iff another one
+        // pending had a share.
         if (othersPending && own.get(l)! < capacity) expect(v.ok).toBe(false);
         if (othersOwed) expect(v.ok).toBe(false);
         if (!othersPending) expect(v.ok).toBe(true);
