@@ -271,9 +271,9 @@ export class BullQueue implements TxQueue {
       const duplicates: string[] = [];
       jobs.forEach((job, n) => {
         const [err, name] = names[n] ?? [new Error('no reply')];
-        if (err) {
-          throw new QueueError('UNAVAILABLE', `Redis failed while enqueueing: ${errorText(err)}`);
-        }
+        // Redis went away between the add and the read-back: the same retryable outage, naming
+        // the server, as a failed call.
+        if (err) throw this.unavailable('enqueue', err);
         (name === nonce ? added : duplicates).push(job.id);
       });
       return { added, duplicates };
@@ -398,8 +398,9 @@ export class BullQueue implements TxQueue {
     if (this.worker) {
       const worker = await this.worker.catch(() => null);
       if (worker) {
+        // worker.disconnect() waits for the connection's end, which a dead server may never send.
         await within(worker.close(), this.opts.commandTimeoutMs, 'close').catch(() =>
-          worker.disconnect(),
+          within(worker.disconnect(), this.opts.commandTimeoutMs, 'close').catch(() => undefined),
         );
       }
     }

@@ -75,6 +75,7 @@ it('keeps ingesting into the outbox, then answers 503 with Retry-After, and lose
       acked.push(e.response.location.split('/_history')[0]!);
     }
   }
+  await h.sidecar.core.ingestor.handedOver();
   expect(h.sidecar.core.txLog.outboxSize).toBe(4);
   expect(h.sidecar.warnings.some((w) => w.startsWith('HANDOVER_FAILED'))).toBe(true);
 
