@@ -15,6 +15,18 @@
  *
  * The node's mempool lives in memory: after a restart, and for txs the mempool dropped, `sweep`
  * submits again the txs recorded as submitted that are still not pinned, and forgets pinned ones.
+ * A redelivered job whose tx is recorded as submitted is therefore acked without another offer.
+ *
+ * Gaps: the queue delivers roughly in order, but after an outage, or when a consumer died holding
+ * leases, a job can come back after later txs of the same leaf. A bundle of those later txs would
+ * wait in the mempool for the missing seq until its job returned (or, the queue having lost it,
+ * until a restart). So before a round is offered, the own txs signed before the round's last one
+ * that are neither submitted nor pinned are read from the own-tx table and offered with the round,
+ * in signing order; their jobs, when they come, are acked as submitted or pinned. A stretch of such
+ * txs goes in bundles of its own, between the round's (a bundle waits whole for its earliest
+ * missing seq, so they cannot go after; and one of them refused must not fail the round's jobs).
+ * Whether there is a gap is known from memory (TxLog), so the usual in-order round reads nothing
+ * more.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fromHex, toHex } from '../crypto/bytes.ts';
@@ -82,6 +94,8 @@ interface Job {
   readonly id: string;
   readonly hash: Bytes;
   readonly tx: RecordTx;
+  /** Its number in signing order, when the own-tx table holds it. */
+  readonly n?: number | undefined;
 }
 
 export class Anchorer {
@@ -93,6 +107,11 @@ export class Anchorer {
   private stopping = false;
   /** Hashes found submitted and unpinned by the previous sweep. */
   private stuck = new Set<string>();
+  /**
+   * Numbers of own txs the node refused: not offered again to fill a gap (their jobs are retried
+   * by the queue with its backoff). Pruned by each sweep to the txs still not submitted.
+   */
+  private refused = new Set<number>();
 
   constructor(deps: AnchorDeps, opts: Partial<AnchorOpts> = {}) {
     this.deps = deps;
@@ -158,12 +177,37 @@ export class Anchorer {
       }
     }
     const pinned = await Promise.all(jobs.map((j) => this.deps.ledger.getTxLocation(j.hash)));
-    const done = jobs.filter((_, k) => pinned[k] !== undefined).map((j) => j.id);
+    const unpinned = await this.numbered(jobs.filter((_, k) => pinned[k] === undefined));
+    // Submitted already (an ack lost in an outage, or a tx a gap filling took before its job
+    // came): the mempool holds it, or the sweep gives it again. Offered in a bundle with new txs
+    // it could only hurt: held but still waiting, it would get that bundle dropped as a replay
+    // once the earlier copy fits.
+    const sent = (j: Job) => j.n !== undefined && !this.deps.txLog.isUnsubmitted(j.n);
+    const done = [...jobs.filter((_, k) => pinned[k] !== undefined), ...unpinned.filter(sent)].map(
+      (j) => j.id,
+    );
     if (done.length > 0) await source.ack(done);
-    const open = await this.inSigningOrder(jobs.filter((_, k) => pinned[k] === undefined));
-    for (let at = 0; at < open.length; at += this.opts.maxBundleTxs) {
-      const chunk = open.slice(at, at + this.opts.maxBundleTxs);
-      if (!(await this.anchorChunk(chunk))) break;
+    const open = unpinned.filter((j) => !sent(j));
+    if (open.length === 0) return;
+    const gap = new Set(await this.readGap(open));
+    const all = inSigningOrder([...open, ...gap]);
+    // Stretches of the round and of the gap, in signing order, each cut at maxBundleTxs.
+    for (let at = 0, end = 0; at < all.length; at = end) {
+      const ofGap = gap.has(all[at]!);
+      end = at + 1;
+      while (
+        end < all.length &&
+        end - at < this.opts.maxBundleTxs &&
+        gap.has(all[end]!) === ofGap
+      ) {
+        end++;
+      }
+      const chunk = all.slice(at, end);
+      const anchored = ofGap
+        ? await this.anchorGap(chunk, inHandAfter(all, end, gap))
+        : await this.anchorChunk(chunk);
+      // Left to redelivery: the rest of the round may depend on it.
+      if (!anchored) return;
     }
   }
 
@@ -173,17 +217,11 @@ export class Anchorer {
    */
   private async anchorChunk(chunk: readonly Job[]): Promise<boolean> {
     const { jobs: source, txLog } = this.deps;
-    const ids = chunk.map((j) => j.id);
-    let offers = this.offer(chunk);
-    for (let tries = 0; offers.includes('busy'); tries++) {
-      if (tries >= this.opts.maxBusyRetries || this.stopping) {
-        this.deps.warn?.('NODE_BUSY', `mempool full: ${chunk.length} txs left to redelivery`);
-        return false;
-      }
-      await sleep(this.opts.busyRetryMs);
-      await source.extend(ids);
-      offers = this.offer(chunk);
-    }
+    const offers = await this.offerPatiently(
+      chunk,
+      chunk.map((j) => j.id),
+    );
+    if (offers === null) return false;
     const taken = chunk.filter((_, k) => offers[k] === 'ok');
     await txLog.markSubmitted(taken.map((j) => j.hash));
     if (taken.length > 0) await source.ack(taken.map((j) => j.id));
@@ -191,10 +229,77 @@ export class Anchorer {
       const o = offers[k]!;
       if (typeof o === 'object') {
         this.deps.warn?.('NODE_REFUSED', `tx ${j.id.slice(0, 16)}: ${o.refused}`);
+        if (j.n !== undefined) this.refused.add(j.n);
         await source.fail(j.id, `NODE_REFUSED: ${o.refused}`);
       }
     }
     return true;
+  }
+
+  /**
+   * The own txs signed before the round's last one that are neither submitted nor pinned, in
+   * signing order, up to maxBundleTxs of them (a longer gap is filled over the next rounds; till
+   * then the round's txs that depend on the rest wait in the mempool, as they would have).
+   */
+  private async readGap(round: readonly Job[]): Promise<Job[]> {
+    const { txLog, ledger } = this.deps;
+    const numbers = round.flatMap((j) => (j.n === undefined ? [] : [j.n]));
+    if (numbers.length === 0) return [];
+    const except = new Set([...numbers, ...this.refused]);
+    const before = Math.max(...numbers);
+    const missing = txLog.unsubmittedBefore(before, except, this.opts.maxBundleTxs);
+    if (missing.length === 0) return [];
+    const entries = await txLog.entriesAt(missing);
+    const located = await Promise.all(entries.map((e) => ledger.getTxLocation(e.hash)));
+    // Pinned but not known as submitted (the worker stopped between the offer and the mark): only
+    // to be forgotten, as the sweep would.
+    const pinned = entries.filter((_, k) => located[k] !== undefined);
+    if (pinned.length > 0) await txLog.forget(pinned);
+    return entries
+      .filter((e, k) => located[k] === undefined && e.state !== 'submitted')
+      .flatMap((e) => jobOfEntry(e) ?? []);
+  }
+
+  /**
+   * Offers a chunk of gap txs. Their jobs are not in hand, so nothing is acked or failed here;
+   * `inHand` are the round's jobs still to come, whose leases are extended while the mempool is
+   * full. Returns false when it stayed full.
+   */
+  private async anchorGap(chunk: readonly Job[], inHand: readonly string[]): Promise<boolean> {
+    const offers = await this.offerPatiently(chunk, inHand);
+    if (offers === null) return false;
+    await this.deps.txLog.markSubmitted(
+      chunk.filter((_, k) => offers[k] === 'ok').map((j) => j.hash),
+    );
+    for (const [k, j] of chunk.entries()) {
+      const o = offers[k]!;
+      if (typeof o === 'object') {
+        this.deps.warn?.('GAP_REFUSED', `tx ${j.id.slice(0, 16)}: ${o.refused}`);
+        if (j.n !== undefined) this.refused.add(j.n);
+      }
+    }
+    return true;
+  }
+
+  /**
+   * Offers `chunk` until the mempool is not full, extending the leases of the jobs in hand
+   * (`leased`) meanwhile; per tx: taken or refused. Null when the mempool stayed full.
+   */
+  private async offerPatiently(
+    chunk: readonly Job[],
+    leased: readonly string[],
+  ): Promise<Offer[] | null> {
+    let offers = this.offer(chunk);
+    for (let tries = 0; offers.includes('busy'); tries++) {
+      if (tries >= this.opts.maxBusyRetries || this.stopping) {
+        this.deps.warn?.('NODE_BUSY', `mempool full: ${leased.length} txs left to redelivery`);
+        return null;
+      }
+      await sleep(this.opts.busyRetryMs);
+      await this.deps.jobs.extend(leased);
+      offers = this.offer(chunk);
+    }
+    return offers;
   }
 
   /** Signs the txs into one bundle and submits it; per tx: taken, busy or refused. */
@@ -235,14 +340,10 @@ export class Anchorer {
     return { id: d.id, hash, tx };
   }
 
-  /** Jobs in the order their txs were signed (a leaf's txs by seq); unknown ones last. */
-  private async inSigningOrder(jobs: readonly Job[]): Promise<Job[]> {
+  /** The jobs with their numbers in signing order (none: not in the own-tx table). */
+  private async numbered(jobs: readonly Job[]): Promise<Job[]> {
     const numbers = await this.deps.txLog.numbersOf(jobs.map((j) => j.hash));
-    const order = (k: number) => numbers[k] ?? Number.MAX_SAFE_INTEGER;
-    return jobs
-      .map((j, k) => ({ j, k }))
-      .sort((a, b) => order(a.k) - order(b.k) || a.k - b.k)
-      .map(({ j }) => j);
+    return jobs.map((j, k) => ({ ...j, n: numbers[k] }));
   }
 
   /**
@@ -259,18 +360,14 @@ export class Anchorer {
     const open = entries.filter((e, k) => pinned[k] === undefined && e.state === 'submitted');
     const again = all ? open : open.filter((e) => this.stuck.has(toHex(e.hash)));
     this.stuck = new Set(open.map((e) => toHex(e.hash)));
+    const unsent = entries.filter((e, k) => pinned[k] === undefined && e.state !== 'submitted');
+    this.refused = new Set(unsent.map((e) => e.n).filter((n) => this.refused.has(n)));
     const resubmitted = this.resubmit(again);
     return { forgotten: forget.length, resubmitted };
   }
 
   private resubmit(entries: readonly OwnTxEntry[]): number {
-    const jobs: Job[] = [];
-    for (const e of entries) {
-      const tx = decodeTx(e.tx);
-      if (tx.type === 'medical' || tx.type === 'label') {
-        jobs.push({ id: toHex(e.hash), hash: e.hash, tx });
-      }
-    }
+    const jobs = entries.flatMap((e) => jobOfEntry(e) ?? []);
     let taken = 0;
     for (let at = 0; at < jobs.length; at += this.opts.maxBundleTxs) {
       const chunk = jobs.slice(at, at + this.opts.maxBundleTxs);
@@ -296,6 +393,27 @@ export class Anchorer {
     if (state === undefined) return { state: 'unknown' };
     return { state: 'queued', handedOver: state === 'handed' };
   }
+}
+
+/** Jobs in the order their txs were signed (a leaf's txs by seq); unknown ones last. */
+function inSigningOrder(jobs: readonly Job[]): Job[] {
+  const order = (j: Job) => j.n ?? Number.MAX_SAFE_INTEGER;
+  return jobs
+    .map((j, k) => ({ j, k }))
+    .sort((a, b) => order(a.j) - order(b.j) || a.k - b.k)
+    .map(({ j }) => j);
+}
+
+/** The ids of the delivered jobs (not gap txs) from position `from` of `all` on. */
+function inHandAfter(all: readonly Job[], from: number, gap: ReadonlySet<Job>): string[] {
+  return all.slice(from).flatMap((j) => (gap.has(j) ? [] : [j.id]));
+}
+
+/** An own-tx table entry as a job to offer (undefined: not a record tx, never offered). */
+function jobOfEntry(e: OwnTxEntry): Job | undefined {
+  const tx = decodeTx(e.tx);
+  if (tx.type !== 'medical' && tx.type !== 'label') return undefined;
+  return { id: toHex(e.hash), hash: e.hash, tx, n: e.n };
 }
 
 function fromHexHash(hex: string): Bytes {

@@ -10,6 +10,10 @@
  * queue lost it: enqueue is idempotent by tx hash) is in the outbox again, so a crash between the
  * ingest's write and the queue, or a queue that lost its data, loses nothing. States only move
  * forward, and state writes run one at a time.
+ *
+ * The numbers of the txs not yet submitted are also kept in memory, so that the anchor worker can
+ * tell without reading the table whether a round of jobs leaves out an earlier own tx that the
+ * mempool has not seen (`unsubmittedBefore`), and which of its jobs were submitted already.
  */
 import { toHex } from '../crypto/bytes.ts';
 import type { Bytes } from '../ledger/types.ts';
@@ -41,12 +45,17 @@ export class TxLog {
   private next: number;
   /** The outbox: txs to hand to the queue, by number. */
   private readonly unhanded = new Map<number, TxJob>();
+  /** Numbers of the txs in state 'new' or 'handed'. */
+  private readonly unsubmitted = new Set<number>();
+  /** No number below this is in `unsubmitted`: a lower bound, raised lazily by `lowest`. */
+  private low: number;
   private writes: Promise<unknown> = Promise.resolve();
   private handing: Promise<unknown> = Promise.resolve();
 
   private constructor(store: SidecarStore, next: number) {
     this.store = store;
     this.next = next;
+    this.low = next;
   }
 
   /** Reads the table: the next number, and the outbox ('new' and 'handed' txs). */
@@ -54,7 +63,10 @@ export class TxLog {
     const entries = await readEntries(store);
     const log = new TxLog(store, (entries.at(-1)?.n ?? -1) + 1);
     for (const e of entries) {
-      if (e.state !== 'submitted') log.unhanded.set(e.n, { id: toHex(e.hash), tx: e.tx });
+      if (e.state === 'submitted') continue;
+      log.unhanded.set(e.n, { id: toHex(e.hash), tx: e.tx });
+      log.unsubmitted.add(e.n);
+      log.low = Math.min(log.low, e.n);
     }
     return log;
   }
@@ -75,7 +87,12 @@ export class TxLog {
 
   /** After the caller's batch is written: its txs join the outbox. */
   committed(entries: readonly OwnTxEntry[]): void {
-    for (const e of entries) this.unhanded.set(e.n, { id: toHex(e.hash), tx: e.tx });
+    for (const e of entries) {
+      this.unhanded.set(e.n, { id: toHex(e.hash), tx: e.tx });
+      this.unsubmitted.add(e.n);
+      // Batches may commit out of signing order: the bound may have passed this number already.
+      if (e.n < this.low) this.low = e.n;
+    }
   }
 
   /**
@@ -110,7 +127,50 @@ export class TxLog {
       numbers.filter((n): n is number => n !== undefined),
       'submitted',
     );
-    for (const n of numbers) if (n !== undefined) this.unhanded.delete(n);
+    for (const n of numbers) {
+      if (n === undefined) continue;
+      this.unhanded.delete(n);
+      this.unsubmitted.delete(n);
+    }
+  }
+
+  /** Whether the tx numbered `n` is in the table in state 'new' or 'handed' (from memory). */
+  isUnsubmitted(n: number): boolean {
+    return this.unsubmitted.has(n);
+  }
+
+  /**
+   * The numbers of the txs not yet submitted that were signed before number `before`, leaving out
+   * `except`, lowest first and at most `limit` of them. From memory, in time bounded by the
+   * smaller of the distance from the lowest unsubmitted number to `before` and the count of
+   * unsubmitted txs: when a round of jobs starts at the lowest unsubmitted number and its numbers
+   * follow one another (the usual case), that is the round's own size.
+   */
+  unsubmittedBefore(before: number, except: ReadonlySet<number>, limit: number): number[] {
+    const low = this.lowest();
+    if (low >= before || limit <= 0) return [];
+    const out: number[] = [];
+    if (before - low <= this.unsubmitted.size) {
+      for (let n = low; n < before && out.length < limit; n++) {
+        if (this.unsubmitted.has(n) && !except.has(n)) out.push(n);
+      }
+      return out;
+    }
+    for (const n of this.unsubmitted) if (n < before && !except.has(n)) out.push(n);
+    return out.sort((a, b) => a - b).slice(0, limit);
+  }
+
+  /** The entries with these numbers that are still in the table, in the order given. */
+  async entriesAt(numbers: readonly number[]): Promise<OwnTxEntry[]> {
+    const keys = numbers.map(txKey);
+    const stored = await this.store.spaces.tx.getMany(keys);
+    const out: OwnTxEntry[] = [];
+    for (const [k, v] of stored.entries()) {
+      if (v === undefined) continue;
+      const e = this.store.decodeStored('tx', keys[k]!, v, decodeOwnTx);
+      out.push({ ...e, n: numbers[k]! });
+    }
+    return out;
   }
 
   /** The state of an own tx, or undefined when it is not in the table (pinned, or not ours). */
@@ -143,6 +203,7 @@ export class TxLog {
         this.store.del(ops, 'tx', txKey(e.n));
         this.store.del(ops, 'txByHash', e.hash);
         this.unhanded.delete(e.n);
+        this.unsubmitted.delete(e.n);
       }
       await this.store.write(ops, false);
     });
@@ -159,6 +220,12 @@ export class TxLog {
       }
       await this.store.write(ops, false);
     });
+  }
+
+  /** The lowest unsubmitted number (`next` when there is none); amortised O(1). */
+  private lowest(): number {
+    while (this.low < this.next && !this.unsubmitted.has(this.low)) this.low++;
+    return this.low;
   }
 
   private read(n: number): Promise<OwnTx | undefined> {

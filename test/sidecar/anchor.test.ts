@@ -53,9 +53,14 @@ describe('outbox and anchoring', () => {
   it('hands over after a crash between the durable write and the queue', async () => {
     const state = { down: true };
     h = await openHarness(dir, fixture, { wrapQueue: (q) => flakyQueue(q, state) });
+    const ingested = async (records: ReturnType<typeof bundleOf>) => {
+      const results = await h.core.ingestor.ingest(records);
+      await h.core.ingestor.handedOver();
+      return results;
+    };
     const acked = [
-      ...(await h.core.ingestor.ingest(bundleOf(0, ['r1', 'r2']))),
-      ...(await h.core.ingestor.ingest(bundleOf(1, ['r3']))),
+      ...(await ingested(bundleOf(0, ['r1', 'r2']))),
+      ...(await ingested(bundleOf(1, ['r3']))),
     ];
     expect(h.warnings.filter((w) => w.startsWith('HANDOVER_FAILED')).length).toBe(2);
     expect(h.core.txLog.outboxSize).toBe(3);
@@ -81,8 +86,11 @@ describe('outbox and anchoring', () => {
     const state = { down: true };
     h = await openHarness(dir, fixture, { wrapQueue: (q) => flakyQueue(q, state) });
     const first = await h.core.ingestor.ingest(bundleOf(0, ['o1', 'o2']));
+    await h.core.ingestor.handedOver();
+    expect(h.core.txLog.outboxSize).toBe(2);
     state.down = false;
     const second = await h.core.ingestor.ingest(bundleOf(0, ['o3']));
+    await h.core.ingestor.handedOver();
     expect(h.core.txLog.outboxSize).toBe(0);
     const taken = await h.queue.take(10);
     expect(taken.map((d) => d.id)).toEqual([...first, ...second].map((r) => r.txHash));
