@@ -20,14 +20,11 @@ import { existsSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { equalBytes, toHex } from '../crypto/bytes.ts';
-import { generateChameleonKey } from '../crypto/chameleon.ts';
 import { parseKeyFile } from '../crypto/keyfile.ts';
 import { systemRandom } from '../crypto/random.ts';
-import { generateSigningKey } from '../crypto/sign.ts';
-import { generateSecretKey, publicKeyOf } from '../crypto/umbral/index.ts';
 import { readNodeConfig } from '../node/config.ts';
 import { parseGenesisFile } from '../node/genesis-file.ts';
-import { type InstitutionKeys, openInstitutionKeys, sealInstitutionKeys } from '../node/keys.ts';
+import { generateInstitutionKeys, openInstitutionKeys, sealInstitutionKeys } from '../node/keys.ts';
 import {
   makePeerBinding,
   type PeerEntry,
@@ -121,19 +118,7 @@ async function makeKeys(o: InitOpts, paths: ReturnType<typeof institutionPaths>)
     pass = { passphrase, source: 'file' };
     o.print(`passphrase made and written to ${paths.passphrase} (mode 0600)`);
   }
-  const signing = generateSigningKey();
-  const ch = generateChameleonKey();
-  const preSecret = generateSecretKey();
-  const keys: InstitutionKeys = {
-    index: 0,
-    signingKey: signing.publicKey,
-    signingSecret: signing.secretKey,
-    chameleonKey: ch.hashKey,
-    chameleonTrapdoor: ch.trapdoor,
-    preKey: publicKeyOf(preSecret),
-    preSecret,
-    peerSeed: systemRandom(32),
-  };
+  const keys = generateInstitutionKeys(0);
   const sealed = await sealInstitutionKeys({ keys, passphrase: pass.passphrase, label: o.name });
   await writeFile(paths.keyFile, sealed, { mode: 0o600, flag: 'wx' });
   const member = {

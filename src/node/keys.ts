@@ -8,16 +8,16 @@
  *   secret:  signing (32), chameleon (32, the trapdoor), pre (32), peer (32, the libp2p key seed)
  */
 import { equalBytes } from '../crypto/bytes.ts';
-import { chameleonHashKeyOf } from '../crypto/chameleon.ts';
+import { chameleonHashKeyOf, generateChameleonKey } from '../crypto/chameleon.ts';
 import {
   DEFAULT_SCRYPT_COST,
   openKeyFileAsync,
   type ScryptCost,
   sealKeyFileAsync,
 } from '../crypto/keyfile.ts';
-import type { RandomBytes } from '../crypto/random.ts';
-import { signingPublicKey } from '../crypto/sign.ts';
-import { publicKeyOf } from '../crypto/umbral/index.ts';
+import { type RandomBytes, systemRandom } from '../crypto/random.ts';
+import { generateSigningKey, signingPublicKey } from '../crypto/sign.ts';
+import { generateSecretKey, publicKeyOf } from '../crypto/umbral/index.ts';
 import type { InstitutionSecrets } from '../ledger/author.ts';
 import type { Genesis, InstitutionIndex } from '../ledger/types.ts';
 import { NodeError } from './errors.ts';
@@ -29,6 +29,26 @@ export interface InstitutionKeys extends InstitutionSecrets {
   readonly preSecret: Uint8Array;
   /** Seed of the libp2p Ed25519 key (the peers list names the peer id it yields). */
   readonly peerSeed: Uint8Array;
+}
+
+/** Fresh keys of every kind for institution `index`: signing, chameleon hash, PRE, libp2p peer. */
+export function generateInstitutionKeys(
+  index: InstitutionIndex,
+  random: RandomBytes = systemRandom,
+): InstitutionKeys {
+  const signing = generateSigningKey(random);
+  const ch = generateChameleonKey(random);
+  const preSecret = generateSecretKey(random);
+  return {
+    index,
+    signingKey: signing.publicKey,
+    signingSecret: signing.secretKey,
+    chameleonKey: ch.hashKey,
+    chameleonTrapdoor: ch.trapdoor,
+    preKey: publicKeyOf(preSecret),
+    preSecret,
+    peerSeed: random(32),
+  };
 }
 
 const PUBLIC_NAMES = ['signing', 'chameleon', 'pre'] as const;

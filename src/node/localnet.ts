@@ -17,7 +17,6 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { toHex } from '../crypto/bytes.ts';
-import { generateChameleonKey } from '../crypto/chameleon.ts';
 import type { ScryptCost } from '../crypto/keyfile.ts';
 import { type RandomBytes, systemRandom } from '../crypto/random.ts';
 import { generateSigningKey } from '../crypto/sign.ts';
@@ -31,7 +30,7 @@ import type { ChainParams, Genesis, RegisterTx } from '../ledger/types.ts';
 import { makePeerBinding, peerIdFromSeed, peersToJson } from '../p2p/index.ts';
 import type { ConsensusOpts } from './consensus.ts';
 import { formatGenesisFile, type GenesisFile } from './genesis-file.ts';
-import { type InstitutionKeys, sealInstitutionKeys } from './keys.ts';
+import { generateInstitutionKeys, type InstitutionKeys, sealInstitutionKeys } from './keys.ts';
 import { defaultLoadOpts, type LoadOpts } from './load.ts';
 import { defaultMiningOpts, type MiningOpts } from './miner.ts';
 import type { SyncOpts } from './sync.ts';
@@ -146,21 +145,9 @@ export async function createLocalnet(opts: LocalnetOpts): Promise<Localnet> {
   if (ports.length !== n) throw new RangeError(`ports: expected ${n}, got ${ports.length}`);
   const now = Date.now();
 
-  const keys: InstitutionKeys[] = Array.from({ length: n }, (_, index) => {
-    const signing = generateSigningKey(random);
-    const ch = generateChameleonKey(random);
-    const preSecret = generateSecretKey(random);
-    return {
-      index,
-      signingKey: signing.publicKey,
-      signingSecret: signing.secretKey,
-      chameleonKey: ch.hashKey,
-      chameleonTrapdoor: ch.trapdoor,
-      preKey: publicKeyOf(preSecret),
-      preSecret,
-      peerSeed: random(32),
-    };
-  });
+  const keys: InstitutionKeys[] = Array.from({ length: n }, (_, index) =>
+    generateInstitutionKeys(index, random),
+  );
   const mining = opts.mining === null ? null : { ...localnetMining, ...opts.mining };
   const interval = opts.params?.keyblockIntervalMs ?? localnetParams.keyblockIntervalMs;
   const rate = (mining ?? localnetMining).hashesPerSecond;

@@ -83,6 +83,13 @@ export interface SkippedRecord {
   readonly reason: string;
 }
 
+/** A holder's refusal, the same for every record request. */
+export interface RecordsDenied {
+  readonly type: 'denied';
+  readonly reason: string;
+  readonly message: string;
+}
+
 export type ShareResponse =
   | {
       readonly type: 'page';
@@ -92,7 +99,7 @@ export type ShareResponse =
       readonly more: boolean;
       readonly next: number;
     }
-  | { readonly type: 'denied'; readonly reason: string; readonly message: string };
+  | RecordsDenied;
 
 export function encodeShareRequest(r: SharePageRequest): Bytes {
   return encode((w) =>
@@ -186,6 +193,23 @@ export function encodeSharePage(page: {
   });
 }
 
+/**
+ * The type tag of a records answer: a denial (2, written by encodeShareDenied) is read whole; a
+ * page (1) is left to the caller to read (null); any other tag fails.
+ */
+function readDenied(r: Reader): RecordsDenied | null {
+  const tag = r.u8('type');
+  if (tag === 2) {
+    return {
+      type: 'denied',
+      reason: r.string('reason', MAX_REASON),
+      message: r.string('message', MAX_MESSAGE),
+    };
+  }
+  if (tag !== 1) r.fail('type', `is ${tag}, not 1 (page) or 2 (denied)`);
+  return null;
+}
+
 export function encodeShareDenied(reason: string, message: string): Bytes {
   return encode((w) =>
     w
@@ -204,15 +228,8 @@ export function encodeShareResponse(res: ShareResponse): Bytes {
 /** Decodes a holder's answer to `request`: at most the records and bytes it asked for. */
 export function decodeShareResponse(bytes: Bytes, request: SharePageRequest): ShareResponse {
   return decode(bytes, 'share response', (r): ShareResponse => {
-    const tag = r.u8('type');
-    if (tag === 2) {
-      return {
-        type: 'denied',
-        reason: r.string('reason', MAX_REASON),
-        message: r.string('message', MAX_MESSAGE),
-      };
-    }
-    if (tag !== 1) r.fail('type', `is ${tag}, not 1 (page) or 2 (denied)`);
+    const denied = readDenied(r);
+    if (denied !== null) return denied;
     const leafSeq = r.varint('leafSeq');
     const items = r.list('items', request.maxRecords, (lr) => readShareItem(lr, request.maxBytes));
     const skipped = r.list('skipped', MAX_PAGE_RECORDS, (lr) => ({
@@ -284,7 +301,7 @@ export type OwnRecordsResponse =
       readonly skipped: readonly OwnSkipped[];
       readonly next?: string;
     }
-  | { readonly type: 'denied'; readonly reason: string; readonly message: string };
+  | RecordsDenied;
 
 /** The request kind of a record-service request (its first byte), or undefined when empty. */
 export function recordRequestKind(bytes: Bytes): number | undefined {
@@ -407,15 +424,8 @@ export function decodeOwnRecordsResponse(
   bounds: { readonly maxRecords: number; readonly maxBytes: number },
 ): OwnRecordsResponse {
   return decode(bytes, 'own records response', (r): OwnRecordsResponse => {
-    const tag = r.u8('type');
-    if (tag === 2) {
-      return {
-        type: 'denied',
-        reason: r.string('reason', MAX_REASON),
-        message: r.string('message', MAX_MESSAGE),
-      };
-    }
-    if (tag !== 1) r.fail('type', `is ${tag}, not 1 (page) or 2 (denied)`);
+    const denied = readDenied(r);
+    if (denied !== null) return denied;
     const maxRecords = Math.min(bounds.maxRecords, MAX_OWN_PAGE_RECORDS);
     const records = r.list('records', maxRecords, (lr) => readOwnRecordItem(lr, bounds.maxBytes));
     const skipped = r.list('skipped', MAX_OWN_PAGE_RECORDS, (lr) => ({
