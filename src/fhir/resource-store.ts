@@ -63,6 +63,9 @@ interface Current {
   readonly ids: readonly (readonly [string, string])[];
 }
 
+/** The current entries of some resources by `Type/id` (ResourceStore.currents); undefined: none. */
+export type Currents = ReadonlyMap<string, Current | undefined>;
+
 export interface ResourceWrite {
   readonly resource: Record<string, unknown>;
   readonly lastUpdated: string;
@@ -172,11 +175,12 @@ export class ResourceStore {
    * Stages a write of `w.resource` (its resourceType and id set) into `ops`: a new version when its
    * content differs from the current one (server meta aside), nothing when it is the same.
    */
-  async stage(ops: WriteOp[], w: ResourceWrite): Promise<StagedWrite> {
+  async stage(ops: WriteOp[], w: ResourceWrite, known?: Currents): Promise<StagedWrite> {
     const type = w.resource.resourceType as string;
     const id = w.resource.id as string;
     const hash = toHex(contentHash(w.resource as ParsedResource));
-    const cur = await this.current(type, id);
+    const ref = `${type}/${id}`;
+    const cur = known?.has(ref) ? known.get(ref) : await this.current(type, id);
     if (cur !== undefined && cur.h === hash) {
       const stored = await this.vread(type, id, cur.v);
       if (stored === undefined) throw corrupt('version', versionKey(type, id, cur.v), 'missing');
@@ -221,6 +225,24 @@ export class ResourceStore {
       lastUpdated: w.lastUpdated,
       resource,
     };
+  }
+
+  /**
+   * What `stage` reads first, for many resources in one LevelDB read: a bundle's entries are
+   * staged one after another, and a read each would wait on the disk once per entry.
+   */
+  async currents(
+    refs: readonly { readonly type: string; readonly id: string }[],
+  ): Promise<Currents> {
+    const keys = refs.map((r) => resourceKey(r.type, r.id));
+    const values = await this.spaces.current.getMany(keys);
+    return new Map(
+      refs.map((r, n) => {
+        const v = values[n];
+        const cur = v === undefined ? undefined : (this.open('current', keys[n]!, v) as Current);
+        return [`${r.type}/${r.id}`, cur] as const;
+      }),
+    );
   }
 
   private current(type: string, id: string): Promise<Current | undefined> {

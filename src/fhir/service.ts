@@ -108,7 +108,7 @@ export class FhirService {
       const result = await this.transactions.process(
         bundle,
         raw,
-        { ...ctx, representation: true },
+        { ...ctx, returns: 'representation' },
         interaction,
       );
       return result.entries[0]!;

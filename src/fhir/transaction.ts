@@ -51,13 +51,19 @@ import {
 } from './outcome.ts';
 import type { PatientBinder } from './patient-binding.ts';
 import { normaliseQuery, type ResourceStore } from './resource-store.ts';
+import type { Timings } from './timings.ts';
 import type { ValidationResult } from './validate.ts';
 
 export interface RequestContext {
   readonly agent: AuditAgent;
   readonly requestId: string;
-  /** `Prefer: return=representation`: put each resource in its response entry. */
-  readonly representation?: boolean;
+  /**
+   * `Prefer: return=...`: `representation` puts each resource in its response entry,
+   * `OperationOutcome` an outcome saying what was done; otherwise entries carry neither.
+   */
+  readonly returns?: 'minimal' | 'representation' | 'OperationOutcome';
+  /** Where the request's time goes, by stage (the `Server-Timing` header). */
+  readonly timings?: Timings;
 }
 
 export interface TransactionDeps {
@@ -136,6 +142,12 @@ interface Unit {
 
 const ENTRY_EXPRESSION = /^Bundle\.entry\[(\d+)\]/;
 
+/** Times stages of the request into its Timings, when it has any. */
+function timer(ctx: RequestContext): <T>(stage: string, work: () => Promise<T>) => Promise<T> {
+  const t = ctx.timings;
+  return t === undefined ? (_stage, work) => work() : (stage, work) => t.time(stage, work);
+}
+
 export class TransactionProcessor {
   private readonly deps: TransactionDeps;
   private readonly opts: TransactionOpts;
@@ -162,13 +174,16 @@ export class TransactionProcessor {
     const audited = interaction ?? type;
     try {
       this.checkBackpressure();
-      const validation = await this.validate(bundle as Bundle, raw);
+      const time = timer(ctx);
+      const validation = await time('validate', () => this.validate(bundle as Bundle, raw));
       const digest = createHash('sha256').update(`spchain/fhir/${audited}\n`).update(raw).digest();
-      return await this.locks.with(lockKeys(bundle as Bundle, digest), () =>
-        type === 'transaction'
+      const started = performance.now();
+      return await this.locks.with(lockKeys(bundle as Bundle, digest), () => {
+        ctx.timings?.add('lock-bundle', performance.now() - started);
+        return type === 'transaction'
           ? this.transaction(bundle as Bundle, digest, validation, ctx, audited)
-          : this.batch(bundle as Bundle, digest, validation, ctx),
-      );
+          : this.batch(bundle as Bundle, digest, validation, ctx);
+      });
     } catch (err) {
       const { status, outcome } = outcomeOf(err);
       await this.deps.audit.record({
@@ -227,9 +242,12 @@ export class TransactionProcessor {
     if (validation.size > 0) {
       throw new OutcomeError(422, [...validation.values()].flat());
     }
-    const mapped = await this.map(bundle, digest);
-    for (const r of mapped.records)
-      await this.deps.binder.bind(r.patient, patientExpression(mapped, r));
+    const time = timer(ctx);
+    const mapped = await time('map', () => this.map(bundle, digest));
+    await time('bind', async () => {
+      for (const r of mapped.records)
+        await this.deps.binder.bind(r.patient, patientExpression(mapped, r));
+    });
     const all = mapped.entries.filter((e) => e.action !== 'read').map((e) => e.index);
     const results = await this.commit(
       bundle,
@@ -249,7 +267,7 @@ export class TransactionProcessor {
   ): Promise<BundleResult> {
     const whole = validation.get(-1);
     if (whole) throw new OutcomeError(422, whole);
-    const mapped = await this.map(bundle, digest);
+    const mapped = await timer(ctx)('map', () => this.map(bundle, digest));
     const results = new Map<number, EntryResult>();
     for (const [at, issues] of validation) results.set(at, { status: 422, outcome: issues });
     for (const e of mapped.entries) {
@@ -326,6 +344,14 @@ export class TransactionProcessor {
     const stage = async (ingested: readonly IngestResult[], ops: WriteOp[]): Promise<void> => {
       const entities: string[] = [];
       const patients = new Set<string>();
+      const known = await resources.currents(
+        unit.entries.flatMap((at) => {
+          const e = mapped.entries[at]!;
+          return e.action === 'existing' || e.role === 'ignored' || !e.resource
+            ? []
+            : [{ type: e.resourceType!, id: e.id! }];
+        }),
+      );
       for (const at of unit.entries) {
         const e = mapped.entries[at]!;
         const request = requestOf(bundle, at);
@@ -367,12 +393,16 @@ export class TransactionProcessor {
               ? `Patient/${e.id}`
               : undefined;
         await checkIfMatch(resources, e, request.ifMatch, at);
-        const staged = await resources.stage(ops, {
-          resource: e.resource!,
-          lastUpdated,
-          ...(tx ? { tx } : {}),
-          ...(patient ? { patient } : {}),
-        });
+        const staged = await resources.stage(
+          ops,
+          {
+            resource: e.resource!,
+            lastUpdated,
+            ...(tx ? { tx } : {}),
+            ...(patient ? { patient } : {}),
+          },
+          known,
+        );
         if (request.method === 'POST' && e.action === 'create' && staged.outcome === 'updated') {
           throw fail(
             409,
@@ -411,7 +441,10 @@ export class TransactionProcessor {
     }
     const records = unit.records.map(toIngestRecord);
     try {
-      await this.deps.ingestor.ingest(records, { stage });
+      await this.deps.ingestor.ingest(records, {
+        stage,
+        ...(ctx.timings ? { timings: ctx.timings } : {}),
+      });
     } catch (err) {
       throw sidecarToEntry(err, unit.records);
     }
@@ -478,7 +511,11 @@ export class TransactionProcessor {
         status: 500,
         outcome: [issue('exception', 'entry not processed')],
       };
-      return ctx.representation || r.status >= 400 || e.action === 'read' ? r : withoutResource(r);
+      if (r.status >= 400 || e.action === 'read' || ctx.returns === 'representation') return r;
+      const bare = withoutResource(r);
+      return ctx.returns === 'OperationOutcome' && bare.outcome === undefined
+        ? { ...bare, outcome: [writeDone(bare)] }
+        : bare;
     });
   }
 }
@@ -681,6 +718,17 @@ function located(
     lastModified,
     resource,
   };
+}
+
+/** The informational issue of a successful write: what was written, and which version. */
+export function writeDone(r: EntryResult): OperationOutcomeIssue {
+  const what = r.location?.replace('/_history/', ', version ') ?? 'the resource';
+  return issue(
+    'informational',
+    `${r.status === 201 ? 'created' : 'stored'} ${what}`,
+    undefined,
+    'information',
+  );
 }
 
 function withoutResource(r: EntryResult): EntryResult {

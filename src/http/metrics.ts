@@ -52,6 +52,21 @@ export interface MetricsOpts {
 
 export const defaultMetricsOpts: MetricsOpts = { processMetrics: true };
 
+/** The stages an ingest reports (fhir/transaction.ts, sidecar/ingest.ts): the label's closed set. */
+const INGEST_STAGES: ReadonlySet<string> = new Set([
+  'validate',
+  'lock-bundle',
+  'map',
+  'bind',
+  'check',
+  'lock-patient',
+  'plan',
+  'seal',
+  'index',
+  'stage',
+  'write',
+]);
+
 /** Seconds: HTTP requests and ingest (a large Synthea bundle takes seconds). */
 const HTTP_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 /** Seconds: signed to pinned spans block intervals and retries. */
@@ -100,6 +115,7 @@ export class SidecarMetrics {
   private readonly resources: Counter;
   private readonly bundles: Counter<'kind' | 'outcome'>;
   private readonly ingestSeconds: Histogram<'kind' | 'outcome'>;
+  private readonly stageSeconds: Histogram<'stage'>;
   private readonly pinned: Counter;
   private readonly pinSeconds: Histogram;
   private readonly reputation: Gauge<'member'>;
@@ -135,6 +151,13 @@ export class SidecarMetrics {
       name: 'spchain_ingest_duration_seconds',
       help: 'Time to answer an ingest request (POST /fhir, POST /fhir/:type)',
       labelNames: ['kind', 'outcome'],
+      buckets: HTTP_BUCKETS,
+      registers,
+    });
+    this.stageSeconds = new Histogram({
+      name: 'spchain_ingest_stage_seconds',
+      help: 'Time an ingest request spent in each stage (its Server-Timing): validate, map, check, plan, seal, stage, write, and waits for locks',
+      labelNames: ['stage'],
       buckets: HTTP_BUCKETS,
       registers,
     });
@@ -248,8 +271,23 @@ export class SidecarMetrics {
     );
   }
 
-  /** One ingest request: `resources` accepted (0 unless it succeeded). */
-  observeIngest(kind: 'bundle' | 'create', status: number, resources: number, ms: number): void {
+  /**
+   * One ingest request: `resources` accepted (0 unless it succeeded), and the time it spent by
+   * stage (fhir/timings.ts; a stage name outside the known set is counted as `other`).
+   */
+  observeIngest(
+    kind: 'bundle' | 'create',
+    status: number,
+    resources: number,
+    ms: number,
+    stages: ReadonlyMap<string, number> = new Map(),
+  ): void {
+    for (const [stage, stageMs] of stages) {
+      this.stageSeconds.observe(
+        { stage: INGEST_STAGES.has(stage) ? stage : 'other' },
+        stageMs / 1000,
+      );
+    }
     const outcome = ingestOutcome(status);
     this.bundles.inc({ kind, outcome });
     this.ingestSeconds.observe({ kind, outcome }, ms / 1000);

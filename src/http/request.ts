@@ -5,7 +5,9 @@
  */
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { AuditAgent } from '../fhir/audit.ts';
-import type { RequestContext } from '../fhir/transaction.ts';
+import { operationOutcome } from '../fhir/outcome.ts';
+import { Timings } from '../fhir/timings.ts';
+import { type EntryResult, type RequestContext, writeDone } from '../fhir/transaction.ts';
 import type { AuthRule } from './auth.ts';
 
 declare module 'fastify' {
@@ -26,6 +28,8 @@ declare module 'fastify' {
     rawBody: Uint8Array | null;
     /** The response media type negotiated from Accept and _format. */
     responseType: string;
+    /** Where the request's time went (set by contextOf; sent as Server-Timing). */
+    timings: Timings | null;
   }
 }
 
@@ -35,11 +39,43 @@ export const FHIR_JSON = 'application/fhir+json';
 export function contextOf(req: FastifyRequest): RequestContext {
   if (req.principal === null) throw new Error('a handler ran without the authorisation hook');
   const prefer = String(req.headers.prefer ?? '');
+  req.timings ??= new Timings();
   return {
     agent: req.principal,
     requestId: req.id,
-    representation: /\breturn=representation\b/.test(prefer),
+    ...returnPreference(prefer),
+    timings: req.timings,
   };
+}
+
+/**
+ * `Prefer: return=minimal | representation | OperationOutcome` (FHIR RESTful API, "Managing
+ * Return Content"); another value, or none, leaves the choice to the server.
+ */
+export function returnPreference(prefer: string): Pick<RequestContext, 'returns'> {
+  const m = /(?:^|[\s,;])return=(minimal|representation|OperationOutcome)\b/.exec(prefer);
+  return m ? { returns: m[1] as RequestContext['returns'] & string } : {};
+}
+
+/**
+ * Answers a single create or update (an entry result holding the resource) as the client preferred:
+ * the resource (the default), no body (`minimal`), or an OperationOutcome saying what happened.
+ */
+export function sendEntry(
+  reply: FastifyReply,
+  r: EntryResult,
+  headers: Readonly<Record<string, string>>,
+  returns: RequestContext['returns'],
+): FastifyReply {
+  if (returns === 'minimal') {
+    const timing = reply.request.timings?.header();
+    if (timing) reply.header('server-timing', timing);
+    return reply.code(r.status).headers(headers).send();
+  }
+  if (returns === 'OperationOutcome') {
+    return sendFhir(reply, r.status, operationOutcome(r.outcome ?? [writeDone(r)]), headers);
+  }
+  return sendFhir(reply, r.status, r.resource ?? {}, headers);
 }
 
 /** The raw body of a FHIR JSON request. */
@@ -54,6 +90,8 @@ export function sendFhir(
   body: unknown,
   headers: Readonly<Record<string, string>> = {},
 ): FastifyReply {
+  const timing = reply.request.timings?.header();
+  if (timing) reply.header('server-timing', timing);
   return reply
     .code(status)
     .headers(headers)

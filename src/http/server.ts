@@ -99,6 +99,7 @@ export function buildHttpServer(
   app.decorateRequest('principal', null);
   app.decorateRequest('rawBody', null);
   app.decorateRequest('responseType', '');
+  app.decorateRequest('timings', null);
 
   app.removeAllContentTypeParsers();
   app.addContentTypeParser(JSON_TYPES, { parseAs: 'buffer' }, (req, body, done) => {
@@ -220,9 +221,10 @@ function observe(
   if (req.method !== 'POST') return;
   if (route === '/fhir') {
     const entry = (req.body as { entry?: unknown } | null | undefined)?.entry;
-    metrics.observeIngest('bundle', reply.statusCode, Array.isArray(entry) ? entry.length : 0, ms);
+    const resources = Array.isArray(entry) ? entry.length : 0;
+    metrics.observeIngest('bundle', reply.statusCode, resources, ms, req.timings?.stages);
   } else if (route === '/fhir/:type') {
-    metrics.observeIngest('create', reply.statusCode, 1, ms);
+    metrics.observeIngest('create', reply.statusCode, 1, ms, req.timings?.stages);
   }
 }
 

@@ -43,7 +43,6 @@ export class SidecarCore {
   readonly ingestor: Ingestor;
   readonly anchorer: Anchorer;
   private timer: ReturnType<typeof setInterval> | null = null;
-  private handing: Promise<void> | null = null;
 
   private constructor(parts: {
     store: SidecarStore;
@@ -98,11 +97,7 @@ export class SidecarCore {
     this.anchorer.start();
     if (this.timer !== null) return;
     this.timer = setInterval(() => {
-      if (this.txLog.outboxSize > 0 && this.handing === null) {
-        this.handing = this.ingestor.handOver().finally(() => {
-          this.handing = null;
-        });
-      }
+      if (this.txLog.outboxSize > 0 && !this.ingestor.handingOver) this.ingestor.handOverSoon();
     }, handoverEveryMs);
   }
 
@@ -110,7 +105,7 @@ export class SidecarCore {
   async stop(): Promise<void> {
     if (this.timer !== null) clearInterval(this.timer);
     this.timer = null;
-    await this.handing;
+    await this.ingestor.handedOver();
     await this.anchorer.stop();
     await this.ingestor.close();
   }

@@ -8,8 +8,8 @@
  * for a correction (an update of a stored resource, or a record naming the resource it corrects in
  * `correctionOf`). Then ONE atomic LevelDB batch writes the ciphertexts, the record index (resource
  * -> versions; patient -> resources), the author state and the outbox entry of every tx. The
- * caller acknowledges the bundle only once `ingest` resolves; only then are the txs handed to the
- * queue (the outbox hands them over again after a crash, outbox.ts).
+ * caller acknowledges the bundle only once `ingest` resolves; the txs then go to the queue in the
+ * background (`handOverSoon`; the outbox hands them over again after a crash, outbox.ts).
  *
  * The per-record crypto (encryption, pointer, the collision that signs the tx: ingest-worker-seal.ts)
  * is most of an ingest's CPU; a bundle with at least `workerMinRecords` new records is sealed in a
@@ -37,6 +37,7 @@ import { systemRandom } from '../crypto/random.ts';
 import type { InstitutionSecrets } from '../ledger/author.ts';
 import type { Microblock } from '../ledger/microblock.ts';
 import type { Bytes } from '../ledger/types.ts';
+import { rememberChameleonCheck } from '../ledger/verify-cache.ts';
 import { authorBase, authorStateOf, ownLeaf } from './author-view.ts';
 import { contentHash, parseResource } from './canonical.ts';
 import {
@@ -129,6 +130,8 @@ const WORKER_FILE = new URL('./ingest-worker.ts', import.meta.url).href;
  */
 export interface IngestHooks {
   readonly stage?: (results: readonly IngestResult[], ops: WriteOp[]) => void | Promise<void>;
+  /** Receives the wall time of each stage of the ingest (the request's Server-Timing). */
+  readonly timings?: { add(stage: string, ms: number): void };
 }
 
 export interface IngestDeps {
@@ -186,6 +189,9 @@ export class Ingestor {
   private readonly random: RandomBytes;
   private readonly locks = new KeyedLocks();
   private pool: Piscina<SealTask, SealTaskResult> | undefined;
+  /** The background hand-over (handOverSoon), and whether another run is wanted after it. */
+  private handing: Promise<void> | null = null;
+  private handAgain = false;
   /** Bundles sealed so far, by where their crypto ran (metrics and tests). */
   readonly sealedBundles = { worker: 0, inline: 0 };
 
@@ -204,6 +210,7 @@ export class Ingestor {
    * having written nothing.
    */
   async ingest(records: readonly IngestRecord[], hooks: IngestHooks = {}): Promise<IngestResult[]> {
+    const lap = lapper(hooks);
     const checked = this.check(records);
     const idHashes = await Promise.all(
       checked.map((c) => this.deps.patients.idHashOf(c.record.patient, c.where)),
@@ -214,11 +221,45 @@ export class Ingestor {
       keys.add(`r:${c.keyHex}`);
       if (c.correction !== null) keys.add(`r:${c.correction.keyHex}`);
     }
-    const { results, own } = await this.locks.with(keys, () =>
-      this.write(checked, idHashes, hooks),
-    );
-    if (own.length > 0) await this.handOver();
+    lap('check');
+    const { results, own } = await this.locks.with(keys, () => {
+      lap('lock-patient');
+      return this.write(checked, idHashes, hooks, lap);
+    });
+    if (own.length > 0) this.handOverSoon();
     return results;
+  }
+
+  /**
+   * Starts handing the outbox to the queue in the background, after the ingest has answered: its
+   * txs are durable in the outbox already (they were written in the ingest's batch, and a restart
+   * hands them over again), so the EHR need not wait for the queue. One hand-over runs at a time;
+   * ingests that finish during it are handed over together by one more run right after it. The
+   * sidecar's timer (core.ts) calls it too, while the outbox holds txs a failed run left.
+   */
+  handOverSoon(): void {
+    if (this.handing !== null) {
+      this.handAgain = true;
+      return;
+    }
+    this.handing = (async () => {
+      do {
+        this.handAgain = false;
+        await this.handOver();
+      } while (this.handAgain);
+    })().finally(() => {
+      this.handing = null;
+    });
+  }
+
+  /** Whether a background hand-over is running. */
+  get handingOver(): boolean {
+    return this.handing !== null;
+  }
+
+  /** Resolves once no background hand-over is running (for shutdown, metrics and tests). */
+  async handedOver(): Promise<void> {
+    while (this.handing !== null) await this.handing;
   }
 
   /**
@@ -300,10 +341,12 @@ export class Ingestor {
     checked: readonly Checked[],
     idHashes: readonly Bytes[],
     hooks: IngestHooks,
+    lap: (stage: string) => void,
   ): Promise<{ results: IngestResult[]; own: OwnTxEntry[] }> {
     const { store, institution, txLog } = this.deps;
     const plans = await this.loadPlans(checked, idHashes);
     const entries = await this.loadResources(checked);
+    lap('plan');
     const planList = [...plans.values()];
     const planIndex = new Map(planList.map((p, n) => [toHex(p.idHash), n]));
     const jobs: SealJob[] = [];
@@ -328,7 +371,12 @@ export class Ingestor {
       const target = this.targetOf(c, entry, entries, idHash, jobOf, jobs);
       jobOf.set(c.keyHex, { n: jobs.length, idHash });
       slots.push(entry === undefined ? { job: jobs.length } : { job: jobs.length, entry });
-      jobs.push({ block: planIndex.get(toHex(idHash))!, content: c.record.content, target });
+      jobs.push({
+        block: planIndex.get(toHex(idHash))!,
+        content: c.record.content,
+        target,
+        group: c.record.resourceType,
+      });
     }
     const { sealed, blocks } = await this.seal({
       blocks: planList.map((p) => p.block),
@@ -336,6 +384,7 @@ export class Ingestor {
       institution,
       fee: this.opts.fee,
     });
+    lap('seal');
     const ops: WriteOp[] = [];
     const own: OwnTxEntry[] = [];
     const changed = new Map<string, Bytes>();
@@ -347,6 +396,7 @@ export class Ingestor {
         continue;
       }
       const s = sealed[slot.job]!;
+      rememberChameleonCheck(s.checked);
       const pointer = store.vault.stage(ops, { capsule: s.capsule, ciphertext: s.ciphertext });
       if (!equalBytes(pointer, s.pointer)) throw new Error(`${c.where}: sealed pointer mismatch`);
       own.push(txLog.stage(ops, s.txHash, s.encodedTx));
@@ -382,9 +432,12 @@ export class Ingestor {
         );
       }
     }
+    lap('index');
     await hooks.stage?.(results, ops);
+    lap('stage');
     await store.write(ops);
     txLog.committed(own);
+    lap('write');
     return { results, own };
   }
 
@@ -422,8 +475,9 @@ export class Ingestor {
     return { sealed: sealer.sealed, blocks: sealer.blocks };
   }
 
-  /** Stops the crypto workers (a later large ingest starts them again). */
+  /** Waits for the background hand-over and stops the crypto workers (a later large ingest starts them again). */
   async close(): Promise<void> {
+    await this.handedOver();
     const pool = this.pool;
     this.pool = undefined;
     await pool?.destroy();
@@ -532,6 +586,18 @@ function medicalTarget(entry: ResourceEntry): Bytes {
   const latest = entry.versions.at(-1);
   if (latest === undefined) throw new RangeError('a stored resource has no versions');
   return latest.kind === 'medical' ? latest.txHash : latest.target!;
+}
+
+/** A function that adds the time since its previous call to a stage (nothing without timings). */
+function lapper(hooks: IngestHooks): (stage: string) => void {
+  const timings = hooks.timings;
+  if (timings === undefined) return () => {};
+  let last = performance.now();
+  return (stage) => {
+    const now = performance.now();
+    timings.add(stage, now - last);
+    last = now;
+  };
 }
 
 function resultOf(ref: ResourceRef, v: VersionEntry, outcome: IngestOutcome): IngestResult {

@@ -7,6 +7,7 @@ import type { Bundle, CapabilityStatement, OperationOutcome } from '@medplum/fhi
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AUDIT_SPACES } from '../../src/fhir/audit.ts';
+import { parseServerTiming } from '../../src/fhir/timings.ts';
 import { staticTokenAuthoriser } from '../../src/http/auth.ts';
 import { buildHttpServer } from '../../src/http/server.ts';
 import { dumpDb } from '../sidecar/harness.ts';
@@ -363,6 +364,7 @@ describe('a failed transaction', () => {
   it('leaves no record, no tx and no copy behind when a later record fails in the ingest', async () => {
     // A's records are fine; B has no leaf of this institution, so the ingest fails after it has
     // encrypted and signed A's records.
+    await h.sidecar.core.ingestor.handedOver();
     const before = await dumpWithoutAudit();
     const outbox = h.sidecar.core.txLog.outboxSize;
     const txs = (await h.sidecar.core.txLog.entries()).length;
@@ -385,6 +387,15 @@ describe('a failed transaction', () => {
   it('leaves nothing behind when a precondition fails after the records are encrypted', async () => {
     const first = await post(smallTransaction(A, 1, 'pre'));
     expect(first.res.statusCode).toBe(200);
+    // Where the time went, by stage, and nothing else.
+    const stages = parseServerTiming(String(first.res.headers['server-timing']));
+    for (const stage of ['validate', 'map', 'seal', 'stage', 'write']) {
+      expect(stages.get(stage), stage).toBeGreaterThanOrEqual(0);
+    }
+    expect(String(first.res.headers['server-timing'])).toMatch(
+      /^([a-z-]+;dur=\d+\.\d, )*[a-z-]+;dur=\d+\.\d$/,
+    );
+    await h.sidecar.core.ingestor.handedOver();
     const location = (first.json.entry as { response: { location: string } }[])[1]!.response
       .location;
     const [type, id] = location.split('/');

@@ -175,6 +175,69 @@ describe('a Synthea patient bundle posted as a transaction', () => {
   });
 });
 
+describe('Prefer: return=', () => {
+  const patient = (name: string) =>
+    JSON.stringify({
+      resourceType: 'Patient',
+      identifier: [{ system: C.system, value: `${C.value}-${name}` }],
+      name: [{ text: name }],
+    });
+  const create = (name: string, prefer?: string) =>
+    app.inject({
+      method: 'POST',
+      url: '/fhir/Patient',
+      headers: { ...AUTH, ...FHIR, ...(prefer ? { prefer } : {}) },
+      payload: patient(name),
+    });
+
+  it('a single create answers the resource, no body, or an OperationOutcome, as preferred', async () => {
+    const plain = await create('prefer-default');
+    expect(plain.statusCode).toBe(201);
+    expect(JSON.parse(plain.body).resourceType).toBe('Patient');
+    const rep = await create('prefer-rep', 'return=representation');
+    expect(JSON.parse(rep.body).name[0].text).toBe('prefer-rep');
+
+    const minimal = await create('prefer-minimal', 'return=minimal');
+    expect(minimal.statusCode).toBe(201);
+    expect(minimal.body).toBe('');
+    expect(minimal.headers.location).toMatch(/\/fhir\/Patient\/[\w-]+\/_history\/1$/);
+    expect(minimal.headers.etag).toBe('W/"1"');
+
+    const oo = await create('prefer-oo', 'respond-async, return=OperationOutcome');
+    expect(oo.statusCode).toBe(201);
+    const outcome = JSON.parse(oo.body) as OperationOutcome;
+    expect(outcome.resourceType).toBe('OperationOutcome');
+    expect(outcome.issue?.[0]).toMatchObject({ severity: 'information', code: 'informational' });
+    expect(outcome.issue?.[0]?.details?.text).toMatch(/^created Patient\/[\w-]+, version 1$/);
+    // What was stored is the same whatever the answer looked like.
+    const id = String(minimal.headers.location).split('/').at(-3);
+    const read = await app.inject({ method: 'GET', url: `/fhir/Patient/${id}`, headers: AUTH });
+    expect(JSON.parse(read.body).name[0].text).toBe('prefer-minimal');
+  });
+
+  it('a transaction puts the resource or an outcome in each entry, or neither', async () => {
+    const bundle = (tag: string) =>
+      JSON.stringify({
+        resourceType: 'Bundle',
+        type: 'transaction',
+        entry: [
+          { resource: JSON.parse(patient(tag)), request: { method: 'POST', url: 'Patient' } },
+        ],
+      });
+    const entryOf = async (tag: string, prefer?: string) =>
+      (await postText(bundle(tag), prefer ? { prefer } : {})).json.entry[0]!;
+    const none = await entryOf('tx-none');
+    expect(none.resource).toBeUndefined();
+    expect(none.response.outcome).toBeUndefined();
+    const rep = await entryOf('tx-rep', 'return=representation');
+    expect(rep.resource?.resourceType).toBe('Patient');
+    const oo = await entryOf('tx-oo', 'return=OperationOutcome');
+    expect(oo.resource).toBeUndefined();
+    expect(oo.response.outcome?.issue?.[0]?.details?.text).toMatch(/^created Patient\//);
+    expect((await entryOf('tx-min', 'return=minimal')).resource).toBeUndefined();
+  });
+});
+
 describe('conditional create under concurrency', () => {
   it('ten concurrent creates of one condition make one resource', async () => {
     const posts = Array.from({ length: 10 }, (_, k) =>

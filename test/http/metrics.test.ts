@@ -215,6 +215,11 @@ describe('GET /metrics', () => {
     expect(
       value(s, 'spchain_ingest_duration_seconds_count', { kind: 'bundle', outcome: 'accepted' }),
     ).toBe(1);
+    // Each stage of the accepted bundle once (the refused one stopped at validation: twice).
+    for (const stage of ['map', 'check', 'plan', 'seal', 'stage', 'write']) {
+      expect(value(s, 'spchain_ingest_stage_seconds_count', { stage }), stage).toBe(1);
+    }
+    expect(value(s, 'spchain_ingest_stage_seconds_count', { stage: 'validate' })).toBe(2);
     expect(
       value(s, 'spchain_http_request_duration_seconds_count', {
         route: '/fhir',

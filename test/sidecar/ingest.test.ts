@@ -8,10 +8,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { fromHex, toHex, utf8 } from '../../src/crypto/bytes.ts';
+import { verifyChameleon } from '../../src/crypto/chameleon.ts';
 import { makeLeafTx } from '../../src/ledger/author.ts';
+import { appendRecord, leafContext, nextRunning } from '../../src/ledger/microblock.ts';
 import { decodeTx, signBundle, signGrant } from '../../src/ledger/tx.ts';
+import { chameleonCheckKey } from '../../src/ledger/verify-cache.ts';
 import { isSidecarError, type SidecarErrorCode } from '../../src/sidecar/errors.ts';
 import type { IngestRecord } from '../../src/sidecar/ingest.ts';
+import { sealAll } from '../../src/sidecar/ingest-worker-seal.ts';
 import {
   anchorAll,
   decryptRecord,
@@ -72,7 +76,9 @@ describe('ingest', () => {
     const plain = await decryptRecord(h, results[0]!.pointer, a!);
     expect(JSON.parse(plain)).toEqual(observation('obs-a1', 71));
     await expect(decryptRecord(h, results[0]!.pointer, b!)).rejects.toThrow();
-    // The txs point at the ciphertexts and are queued (handed over: the outbox is empty).
+    // The txs point at the ciphertexts and are queued (handed over in the background after the
+    // answer: then the outbox is empty).
+    await h.core.ingestor.handedOver();
     expect(h.core.txLog.outboxSize).toBe(0);
     expect((await h.queue.stats()).waiting).toBe(3);
     for (const r of results) {
@@ -132,10 +138,86 @@ describe('ingest', () => {
     expect(JSON.parse(await decryptRecord(h, v3!.pointer, a!)).status).toBe('entered-in-error');
   });
 
+  it('seals a bundle with one capsule per patient and resource type, a fresh nonce per record', async () => {
+    const [a, b] = P();
+    const condition = (id: string) => ({
+      resourceType: 'Condition',
+      id,
+      subject: { reference: 'Patient/x' },
+      code: { text: `condition ${id}` },
+    });
+    const records = [
+      ...[1, 2, 3, 4, 5].map((k) => record(a!, observation(`grp-a-obs${k}`, 60 + k))),
+      ...[1, 2, 3].map((k) => record(a!, condition(`grp-a-cond${k}`))),
+      record(b!, observation('grp-b-obs1', 70)),
+      record(b!, observation('grp-b-obs2', 70)),
+    ];
+    const before = h.core.ingestor.sealedBundles.worker;
+    const results = await h.core.ingestor.ingest(records);
+    expect(h.core.ingestor.sealedBundles.worker).toBe(before + 1);
+    const envelopes = await Promise.all(
+      results.map(async (r) => (await h.store.vault.get(fromHex(r.pointer)))!),
+    );
+    const capsuleOf = (k: number) => toHex(envelopes[k]!.capsule);
+    expect(new Set([0, 1, 2, 3, 4].map(capsuleOf)).size).toBe(1);
+    expect(new Set([5, 6, 7].map(capsuleOf)).size).toBe(1);
+    expect(new Set([8, 9].map(capsuleOf)).size).toBe(1);
+    expect(new Set([0, 5, 8].map(capsuleOf)).size).toBe(3);
+    // Same plaintext value for b's two records, yet distinct nonces and ciphertexts.
+    expect(new Set(envelopes.map((e) => toHex(e.ciphertext.subarray(0, 24)))).size).toBe(10);
+    for (const [k, r] of results.entries()) {
+      const owner = k < 8 ? a! : b!;
+      const other = k < 8 ? b! : a!;
+      expect(JSON.parse(await decryptRecord(h, r.pointer, owner)).id).toBe(r.id);
+      await expect(decryptRecord(h, r.pointer, other)).rejects.toThrow();
+    }
+    expect(await anchorAll(h)).toBe(10);
+  });
+
+  it('gives, per sealed tx, the key of the chameleon check the node would make itself', async () => {
+    const [a] = P();
+    const block = (await h.ledger.store.getMicroblockByIdHash(a!.idHash))!;
+    const institution = fixture.institutions[0]!;
+    const content = (k: number) => utf8(JSON.stringify(observation(`sealed-${k}`, k)));
+    const { sealed } = sealAll(
+      {
+        blocks: [block],
+        jobs: [0, 1, 2].map((k) => ({ block: 0, content: content(k), target: null, group: 'x' })),
+        institution,
+        fee: fixture.genesis.params.minFee,
+      },
+      fixture.random,
+    );
+    let at = block;
+    for (const s of sealed) {
+      // What appendRecord checks, from the pinned view of the block and the member's public key.
+      const leaf = at.leaves.find((l) => l.institution === 0)!;
+      const member = fixture.genesis.members[0]!;
+      const ctx = leafContext(at.header.idHash, 0);
+      const running = nextRunning(leaf.running, s.tx);
+      expect(s.checked).toBe(
+        chameleonCheckKey(member.chameleonKey, ctx, running, leaf.digest, s.tx.opening),
+      );
+      expect(verifyChameleon(member.chameleonKey, ctx, running, leaf.digest, s.tx.opening)).toBe(
+        true,
+      );
+      const next = appendRecord(
+        at,
+        s.tx,
+        (i) => fixture.genesis.members[i],
+        () => true,
+      );
+      expect(next.ok).toBe(true);
+      if (!next.ok) return;
+      at = next.block;
+    }
+  });
+
   it('is idempotent: an identical version makes no tx and returns the stored result', async () => {
     const [a] = P();
     const resource = observation('obs-idem', 90, { meta: { versionId: '1', source: 'ehr' } });
     const first = await h.core.ingestor.ingest([record(a!, resource)]);
+    await h.core.ingestor.handedOver();
     const before = await dumpDb(h.store);
     // Same content: re-posted as is, with other key order and spacing, with our meta fields.
     const reordered = Object.fromEntries(Object.entries(resource).reverse());
