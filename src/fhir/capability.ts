@@ -110,7 +110,7 @@ export function capabilityStatement(
     conditionalRead: 'not-supported',
     referencePolicy: ['literal', 'logical'],
     documentation: mapping.records.has(type)
-      ? 'A record: encrypted to the patient and anchored on SPChain (an update is a correction, a label tx).'
+      ? "A record: encrypted to the patient and anchored on SPChain (an update is a correction, a label tx). Read by id also serves a record another institution shares, once fetched here by the patient's $everything or a search by patient (the holders are asked again on each read)."
       : type === 'Patient'
         ? 'The identity of records: identifier (mapping systems) and birthDate give the ledger idHash. Not a record.'
         : 'Context carried alongside the records that reference it. Not a record.',
@@ -121,6 +121,23 @@ export function capabilityStatement(
       interaction: interactions('create', 'update'),
       documentation: `Accepted in bundles and not stored (ignored by the mapping ${mapping.name}).`,
     });
+  }
+  // The Provenance of every record served (own and shared) is read by id, whatever the mapping
+  // does with Provenance an EHR posts (the default mapping ignores it).
+  const provenanceDoc =
+    'GET Provenance/{id} of a record served here (its id is the tx hash of the record version): who wrote it, its ledger tx, batch and block. Read with the same access as the record it targets.';
+  const provenance = resource.find((r) => r.type === 'Provenance');
+  if (provenance === undefined) {
+    resource.push({
+      type: 'Provenance',
+      interaction: interactions('read'),
+      documentation: provenanceDoc,
+    });
+  } else {
+    if (!provenance.interaction?.some((i) => i.code === 'read')) {
+      provenance.interaction = [...(provenance.interaction ?? []), { code: 'read' }];
+    }
+    provenance.documentation = `${provenance.documentation ?? ''} ${provenanceDoc}`.trim();
   }
   resource.push({
     type: 'AuditEvent',

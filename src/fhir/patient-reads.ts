@@ -14,6 +14,13 @@
  *       the patient as this institution names it (patient-lookup.ts): its own Patient, or the
  *       ledger patient `Patient/{idHash}` of someone registered elsewhere.
  *   GET /fhir/Patient/{idHash}           a ledger patient (own Patients are read by service.ts).
+ *   GET /fhir/{RecordType}/{id}          a shared record served here before (own records are read
+ *                                        by service.ts first): the served-id index of
+ *                                        patient-records.ts names its patient, whose records are
+ *                                        then fetched again, so that the holders decide as for
+ *                                        $everything (a revoked grant serves nothing). A record
+ *                                        never served here is not looked for: $everything fetches.
+ *   GET /fhir/Provenance/{tx}            the Provenance of a record served here, the same way.
  *
  * Paging: the matches are in a fixed order (the Patient, then type, id, source institution), and
  * `_cursor` names the last match of the previous page, so a page is stable when records arrive
@@ -24,12 +31,18 @@
  * Parameters are checked in read-params.ts. Every read leaves an AuditEvent naming the patient and
  * the records on the page (audited.ts).
  */
-import type { Bundle, BundleEntry, OperationOutcomeIssue, Resource } from '@medplum/fhirtypes';
+import type {
+  Bundle,
+  BundleEntry,
+  OperationOutcomeIssue,
+  Provenance,
+  Resource,
+} from '@medplum/fhirtypes';
 import type { FhirMapping } from '../mapping/mapping.ts';
 import { allReferences, parseRelative } from '../mapping/stored.ts';
 import type { AuditLog } from './audit.ts';
 import { audited } from './audited.ts';
-import { fail, operationOutcome } from './outcome.ts';
+import { fail, issue, OutcomeError, operationOutcome } from './outcome.ts';
 import type { FoundPatient, PatientLookup } from './patient-lookup.ts';
 import {
   type Collected,
@@ -51,14 +64,35 @@ import type { RequestContext } from './transaction.ts';
 
 export interface PatientReadsDeps {
   readonly lookup: Pick<PatientLookup, 'resolve' | 'search'>;
-  readonly records: Pick<PatientRecords, 'collect'>;
+  readonly records: Pick<PatientRecords, 'collect' | 'servedAs' | 'provenanceFor'>;
   readonly audit: Pick<AuditLog, 'record'>;
   readonly mapping: Pick<FhirMapping, 'records'>;
   readonly now?: () => number;
 }
 
+/**
+ * The access checks of a read by id, decided by the route (http/auth.ts) once the patient is
+ * known; each throws the refusal (403).
+ */
+export interface ReadGuard {
+  /** Before any holder is asked: may the caller read such records of this patient (Patient id)? */
+  readonly patient: (patient: string) => void;
+  /** The resources found (a Provenance's targets): may the caller see at least one of them? */
+  readonly resources: (patient: string, found: readonly Resource[]) => void;
+}
+
 const ID = /^[A-Za-z0-9\-.]{1,64}$/;
 const DATE = /^\d{4}-\d{2}-\d{2}$/;
+
+/** The 404 of a record type's id that is neither this institution's nor served here. */
+export function notHeldHere(type: string, id: string): OutcomeError {
+  return new OutcomeError(404, [
+    issue(
+      'not-found',
+      `${type}/${id} is not held here: it is not one of this institution's records, nor a shared record fetched here. Records other institutions share are fetched by the patient's GET Patient/{id}/$everything (or a search by patient), and can then be read by id`,
+    ),
+  ]);
+}
 
 export class PatientReads {
   private readonly deps: PatientReadsDeps;
@@ -253,6 +287,99 @@ export class PatientReads {
     );
   }
 
+  /** Whether `type` is a record type, whose shared records `readShared` may find. */
+  sharesType(type: string): boolean {
+    return this.deps.mapping.records.has(type);
+  }
+
+  /**
+   * `GET /fhir/{type}/{id}` of a shared record served here before; undefined when nothing was
+   * served under that id. The holders are asked again, so a record they no longer serve (a
+   * revoked or expired grant, a record that now fails verification) is a 404 with their reasons.
+   */
+  async readShared(
+    type: string,
+    id: string,
+    ctx: RequestContext,
+    guard: ReadGuard,
+  ): Promise<Resource | undefined> {
+    const served = await this.deps.records.servedAs(type, id);
+    if (served === undefined) return undefined;
+    return this.readServed(served.patient, ctx, { kind: 'resource', type, id }, guard, (got) => {
+      const found = got.matches.find(
+        (m) => m.holder !== undefined && m.key[0] === 1 && m.key[1] === type && m.key[2] === id,
+      );
+      return found === undefined ? undefined : { resource: found.resource, targets: [found] };
+    });
+  }
+
+  /**
+   * `GET /fhir/Provenance/{id}` of a record served here (its id is the record's tx hash, so the
+   * same version always has the same one); undefined when no such Provenance was served here.
+   * It goes with its targets: the caller must be allowed to read at least one of them.
+   */
+  async readProvenance(
+    id: string,
+    ctx: RequestContext,
+    guard: ReadGuard,
+  ): Promise<Provenance | undefined> {
+    const patient = await this.deps.records.provenanceFor(id);
+    if (patient === undefined) return undefined;
+    return this.readServed(patient, ctx, { kind: 'provenance', id }, guard, (got) => {
+      const targets = got.matches.filter((m) => m.provenance?.id === id);
+      return targets.length === 0 ? undefined : { resource: targets[0]!.provenance!, targets };
+    }) as Promise<Provenance>;
+  }
+
+  /**
+   * One audited read by id of something served for `patientId`: the guard's patient check, a
+   * fresh fetch of the patient's records (never a snapshot: the holders decide now), `pick`,
+   * and the guard's check of what was picked.
+   */
+  private readServed(
+    patientId: string,
+    ctx: RequestContext,
+    what: { kind: 'resource'; type: string; id: string } | { kind: 'provenance'; id: string },
+    guard: ReadGuard,
+    pick: (got: Collected) => { resource: Resource; targets: readonly ServedMatch[] } | undefined,
+  ): Promise<Resource> {
+    const name = what.kind === 'resource' ? `${what.type}/${what.id}` : `Provenance/${what.id}`;
+    const read = audited(
+      this.deps.audit,
+      {
+        interaction: 'read',
+        ctx,
+        status: 200,
+        entities: (found) =>
+          what.kind === 'resource'
+            ? [versioned(found.resource)]
+            : [name, ...found.targets.map((m) => m.reference)],
+        patients: [`Patient/${patientId}`],
+        now: this.now,
+      },
+      async () => {
+        guard.patient(patientId);
+        const got = await this.deps.records.collect(await this.patient(patientId));
+        const found = pick(got);
+        if (found === undefined) {
+          throw new OutcomeError(404, [
+            issue(
+              'not-found',
+              `${name} is no longer served here: the records of its patient were fetched again just now, and it was not among them (the other issues say why: e.g. a grant revoked or expired, a holder out of reach, a record that failed verification)`,
+            ),
+            ...got.issues,
+          ]);
+        }
+        guard.resources(
+          patientId,
+          found.targets.map((m) => m.resource),
+        );
+        return found;
+      },
+    );
+    return read.then((found) => found.resource);
+  }
+
   /** `GET /fhir/Patient/{idHash}` for a ledger patient; undefined when there is none. */
   async readLedgerPatient(id: string, ctx: RequestContext): Promise<Resource | undefined> {
     if (!/^[0-9a-f]{64}$/.test(id)) return undefined;
@@ -361,11 +488,10 @@ function bundleOf(
 function entitiesOf(b: Bundle): string[] {
   return (b.entry ?? [])
     .filter((e) => e.search?.mode === 'match' && e.resource !== undefined)
-    .map((e) => {
-      const r = e.resource!;
-      const v = r.meta?.versionId;
-      return v === undefined
-        ? `${r.resourceType}/${r.id}`
-        : `${r.resourceType}/${r.id}/_history/${v}`;
-    });
+    .map((e) => versioned(e.resource!));
+}
+
+function versioned(r: Resource): string {
+  const v = r.meta?.versionId;
+  return v === undefined ? `${r.resourceType}/${r.id}` : `${r.resourceType}/${r.id}/_history/${v}`;
 }

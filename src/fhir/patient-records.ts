@@ -25,6 +25,12 @@
  * Paging reads: a request with a cursor (the pages after the first) may reuse the fetch of the
  * same patient made less than `snapshotMs` ago, so that paging through a large history does not
  * fetch and decrypt it again for every page.
+ *
+ * Served ids: each shared resource is served under an id that is unique here and never changes
+ * once given out (the rule and its index, sublevel `sx`, are in served-ids.ts, which also finds
+ * the patient of a served `Type/id` or Provenance again for a read by id). One served under
+ * another id than its holder's carries that id in meta (HOLDER_ID_EXTENSION), and the references
+ * of the holder's other resources to it follow it.
  */
 import type { Coding, OperationOutcomeIssue, Provenance, Resource } from '@medplum/fhirtypes';
 import { fromHex, toHex } from '../crypto/bytes.ts';
@@ -43,6 +49,9 @@ import { openSeal, sealIn } from '../store/values.ts';
 import type { FoundPatient } from './patient-lookup.ts';
 import { ownProvenance, sharedProvenance } from './provenance.ts';
 import type { ResourceStore, StoredVersion } from './resource-store.ts';
+import { HOLDER_ID_EXTENSION, holderRef, moveTo, type ServedAs, ServedIds } from './served-ids.ts';
+
+export { HOLDER_ID_EXTENSION } from './served-ids.ts';
 
 export const SEEN_SPACE = 'fs';
 export const RECORD_TAG_SYSTEM = 'urn:spchain:fhir:record';
@@ -54,10 +63,10 @@ export interface SharedSource {
 }
 
 export interface PatientRecordsDeps {
-  readonly resources: Pick<ResourceStore, 'read'>;
+  readonly resources: Pick<ResourceStore, 'read' | 'currents'>;
   /** The sidecar store: its record index (`pr`) names the patient's own records. */
   readonly store: Pick<SidecarStore, 'spaces'>;
-  /** The database the first-seen index lives in (the sidecar's). */
+  /** The database the first-seen and served-id indexes live in (the sidecar's). */
   readonly db: Db;
   readonly mapping: Pick<FhirMapping, 'records' | 'contextTypes'>;
   readonly shared?: SharedSource;
@@ -91,6 +100,8 @@ export interface ServedMatch {
   /** `Type/id/_history/v`: what the AuditEvent and the Provenance name. */
   readonly reference: string;
   readonly provenance?: Provenance;
+  /** The institution that holds a shared record (absent for this institution's own). */
+  readonly holder?: number;
 }
 
 export interface Collected {
@@ -119,6 +130,7 @@ export class PatientRecords {
   private readonly opts: PatientRecordsOpts;
   private readonly now: () => number;
   private readonly seen: Sublevel;
+  private readonly ids: ServedIds;
   private readonly snapshots = new Map<string, { at: number; fetch: SharedFetch }>();
 
   constructor(deps: PatientRecordsDeps, opts: Partial<PatientRecordsOpts> = {}) {
@@ -126,6 +138,17 @@ export class PatientRecords {
     this.opts = { ...defaultPatientRecordsOpts, ...opts };
     this.now = deps.now ?? Date.now;
     this.seen = openSublevel(deps.db, SEEN_SPACE);
+    this.ids = new ServedIds({ db: deps.db, resources: deps.resources });
+  }
+
+  /** The patient and holder a shared resource served here as `type/id` was served for. */
+  servedAs(type: string, id: string): Promise<ServedAs | undefined> {
+    return this.ids.servedAs(type, id);
+  }
+
+  /** The Patient id here of the patient whose record's Provenance `tx` (hex) was served here. */
+  provenanceFor(tx: string): Promise<string | undefined> {
+    return this.ids.provenanceFor(tx);
   }
 
   /**
@@ -157,6 +180,7 @@ export class PatientRecords {
       issues.push(...fetch.warnings.map((w) => warningIssue(w, this.deps.memberName?.(w.holder))));
     }
     matches.sort((a, b) => compareKeys(a.key, b.key));
+    await this.ids.indexProvenance(patient.id, matches);
     return { matches, context, issues };
   }
 
@@ -246,11 +270,19 @@ export class PatientRecords {
   ): Promise<void> {
     const records = [...fetch.records].sort((a, b) => a.provenance.holder - b.provenance.holder);
     const seen = await this.firstSeen(records.map((r) => r.provenance.txHash));
-    for (const r of records) {
+    const parts = records.map((r) => ({ r, ...this.split(r) }));
+    const ids = await this.ids.assign(
+      patient.id,
+      patient.idHash!,
+      parts.flatMap(({ r, own }) => own.map((res) => holderRef(r.provenance.holder, res))),
+    );
+    for (const { r, own, others } of parts) {
       const holder = r.provenance.holder;
       const updated = seen.get(r.provenance.txHash)!;
-      const { own, others } = this.split(r);
-      const served = own.map((res) => this.served(res, r, updated, patient.id));
+      const refs = ids.moved.get(holder);
+      const served = own.map((res) =>
+        this.served(res, r, updated, patient.id, ids.idOf(holderRef(holder, res)), refs),
+      );
       const targets = served.map((s) => `${s.resourceType}/${String(s.id)}/_history/${r.version}`);
       const provenance = sharedProvenance(r.provenance, targets, iso(updated));
       served.forEach((resource, n) => {
@@ -260,11 +292,15 @@ export class PatientRecords {
           updated,
           reference: targets[n]!,
           provenance,
+          holder,
         });
       });
       for (const res of others) {
         const key = `${res.resourceType}/${String(res.id)}`;
-        if (!context.has(key)) context.set(key, withSource(res, holder));
+        if (context.has(key)) continue;
+        const followed =
+          refs === undefined ? res : (rewriteReferences(res, moveTo(refs)) as Resource);
+        context.set(key, withSource(followed, holder));
       }
     }
   }
@@ -292,12 +328,17 @@ export class PatientRecords {
     return { own, others };
   }
 
-  /** A shared record resource as served here: meta, tags, patient references rewritten. */
+  /**
+   * A shared record resource as served here: its served id, meta, tags, patient references
+   * rewritten, and references to the holder's resources that moved (`moved`) followed.
+   */
   private served(
     res: Record<string, unknown>,
     r: SharedRecord,
     updated: number,
     patientId: string,
+    id: string,
+    moved: ReadonlyMap<string, string> | undefined,
   ): Resource {
     const tags: Coding[] = [];
     if (r.enteredInError) {
@@ -312,18 +353,27 @@ export class PatientRecords {
     }
     const meta = (res.meta as Record<string, unknown> | undefined) ?? {};
     const oldTags = Array.isArray(meta.tag) ? (meta.tag as Coding[]) : [];
-    const rewritten = rewritePatientReferences(res, `Patient/${patientId}`) as Record<
-      string,
-      unknown
-    >;
+    const patient = `Patient/${patientId}`;
+    const follow = moved === undefined ? () => undefined : moveTo(moved);
+    const rewritten = rewriteReferences(res, (ref) =>
+      PATIENT_REFERENCE.test(ref) ? patient : follow(ref),
+    ) as Record<string, unknown>;
+    const holderId = String(res.id);
+    const oldExtensions = Array.isArray(meta.extension) ? meta.extension : [];
     return {
       ...rewritten,
+      id,
       meta: {
         ...meta,
         versionId: r.version,
         lastUpdated: iso(updated),
         source: `urn:spchain:institution:${r.provenance.holder}`,
         ...(oldTags.length + tags.length > 0 ? { tag: [...oldTags, ...tags] } : {}),
+        ...(id === holderId
+          ? {}
+          : {
+              extension: [...oldExtensions, { url: HOLDER_ID_EXTENSION, valueString: holderId }],
+            }),
       },
     } as unknown as Resource;
   }
@@ -373,14 +423,16 @@ const PATIENT_REFERENCE =
 
 /** A deep copy of `value` with every Reference to a Patient pointing at `to`. */
 export function rewritePatientReferences(value: unknown, to: string): unknown {
-  if (Array.isArray(value)) return value.map((v) => rewritePatientReferences(v, to));
+  return rewriteReferences(value, (ref) => (PATIENT_REFERENCE.test(ref) ? to : undefined));
+}
+
+/** A deep copy of `value` with each `reference` replaced by `to(reference)`, where it gives one. */
+function rewriteReferences(value: unknown, to: (ref: string) => string | undefined): unknown {
+  if (Array.isArray(value)) return value.map((v) => rewriteReferences(v, to));
   if (typeof value !== 'object' || value === null) return value;
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(value)) {
-    out[k] =
-      k === 'reference' && typeof v === 'string' && PATIENT_REFERENCE.test(v)
-        ? to
-        : rewritePatientReferences(v, to);
+    out[k] = k === 'reference' && typeof v === 'string' ? (to(v) ?? v) : rewriteReferences(v, to);
   }
   return out;
 }

@@ -8,7 +8,9 @@
  *   POST   /fhir/:type                            create (If-None-Exist: conditional create)
  *   PUT    /fhir/:type/:id                        update (If-Match: version check)
  *   PUT    /fhir/:type?query                      conditional update
- *   GET    /fhir/:type/:id                        read
+ *   GET    /fhir/:type/:id                        read (own store first; then, of a record type,
+ *                                                 a shared record served here: patient-reads.ts)
+ *   GET    /fhir/Provenance/:id                   the Provenance of a record served here
  *   GET    /fhir/:type/:id/_history               history, with each version's anchoring
  *   GET    /fhir/:type/:id/_history/:vid          vread
  *   GET    /fhir/AuditEvent?patient=|entity=      AuditEvent search
@@ -23,16 +25,19 @@
  * scopes on every type written (a patient's token writes nothing); searches need search on the
  * type and, for a patient's token, `patient=` (or `subject=`) naming its patient; `$everything`
  * needs the token's patient (or a system token); reads by id of a patient's token reach only its
- * Patient. What a granular scope (`?category=`) does not cover is left out of the answers.
+ * Patient, and the shared records (and Provenance) served here for that patient: a shared record
+ * read by id is checked as $everything checks it, in the compartment of the patient it was served
+ * for. What a granular scope (`?category=`) does not cover is left out of the answers, and a read
+ * by id of a shared record it does not cover is refused.
  */
-import type { Bundle, CapabilityStatement } from '@medplum/fhirtypes';
+import type { Bundle, CapabilityStatement, Resource } from '@medplum/fhirtypes';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { type Access, permitted } from '../authz/access.ts';
+import { type Access, decide, permitted } from '../authz/access.ts';
 import type { Interaction } from '../authz/scopes.ts';
-import { requireAccess, requireEverything } from '../http/auth.ts';
-import { contextOf, entryHeaders, rawOf, sendFhir } from '../http/request.ts';
+import { accessOf, REALM, requireAccess, requireEverything } from '../http/auth.ts';
+import { contextOf, entryHeaders, rawOf, sendEntry, sendFhir } from '../http/request.ts';
 import { fail, issue, OutcomeError } from './outcome.ts';
-import type { PatientReads } from './patient-reads.ts';
+import { notHeldHere, type PatientReads, type ReadGuard } from './patient-reads.ts';
 import type { FhirService } from './service.ts';
 import { responseBundle } from './transaction.ts';
 
@@ -89,8 +94,9 @@ export function registerFhirRoutes(app: FastifyInstance, deps: FhirRoutesDeps): 
     const type = storedType(req.params.type, true);
     requireAccess(req, { resourceType: type, interaction: 'c', compartment: false });
     const ifNoneExist = header(req, 'if-none-exist');
-    const r = await service.create(type, req.body, rawOf(req), ifNoneExist, contextOf(req));
-    return sendFhir(reply, r.status, r.resource ?? {}, entryHeaders(deps.base(req), r));
+    const ctx = contextOf(req);
+    const r = await service.create(type, req.body, rawOf(req), ifNoneExist, ctx);
+    return sendEntry(reply, r, entryHeaders(deps.base(req), r), ctx.returns);
   });
 
   const update = async (
@@ -101,8 +107,9 @@ export function registerFhirRoutes(app: FastifyInstance, deps: FhirRoutesDeps): 
     const type = storedType(req.params.type, true);
     requireAccess(req, { resourceType: type, interaction: 'u', compartment: false });
     const ifMatch = header(req, 'if-match');
-    const r = await service.update(type, target, req.body, rawOf(req), ifMatch, contextOf(req));
-    return sendFhir(reply, r.status, r.resource ?? {}, entryHeaders(deps.base(req), r));
+    const ctx = contextOf(req);
+    const r = await service.update(type, target, req.body, rawOf(req), ifMatch, ctx);
+    return sendEntry(reply, r, entryHeaders(deps.base(req), r), ctx.returns);
   };
 
   app.put<{ Params: IdParams }>('/fhir/:type/:id', ehr, (req, reply) =>
@@ -164,20 +171,62 @@ export function registerFhirRoutes(app: FastifyInstance, deps: FhirRoutesDeps): 
   app.get<{ Params: IdParams }>('/fhir/:type/:id', ehr, async (req, reply) => {
     const type = storedType(req.params.type);
     const id = checkId(req.params.id);
-    requireAccess(req, readRequest(type, id));
     const ctx = contextOf(req);
+    const request = readRequest(type, id);
+    const access = accessOf(req);
+    const shared = deps.reads?.sharesType(type) ? deps.reads : undefined;
+    if (!decide(access, request).ok) {
+      // A patient's token reads no own record by id (as before), but may read a shared record
+      // served here for its own patient; anything else is the refusal it was.
+      const patientToken = access.kind === 'token' && access.patient !== undefined;
+      const found = patientToken
+        ? await shared?.readShared(type, id, ctx, readGuard(req, type))
+        : undefined;
+      if (found !== undefined) return sendFhir(reply, 200, found, servedHeaders(found));
+      requireAccess(req, request);
+    }
     try {
       const found = await service.read(type, id, ctx);
       return sendFhir(reply, 200, found.resource, versionHeaders(found));
     } catch (err) {
-      // Not stored here: a Patient id may name a ledger patient (registered elsewhere).
-      const ledger =
-        type === 'Patient' && err instanceof OutcomeError && err.status === 404
-          ? await deps.reads?.readLedgerPatient(id, ctx)
-          : undefined;
-      if (ledger === undefined) throw err;
-      return sendFhir(reply, 200, ledger);
+      if (!(err instanceof OutcomeError && err.status === 404)) throw err;
+      // Not stored here: a Patient id may name a ledger patient (registered elsewhere), a record
+      // type's id a shared record served here.
+      if (type === 'Patient') {
+        const ledger = await deps.reads?.readLedgerPatient(id, ctx);
+        if (ledger === undefined) throw err;
+        return sendFhir(reply, 200, ledger);
+      }
+      if (shared === undefined) throw err;
+      const found = await shared.readShared(type, id, ctx, readGuard(req, type));
+      if (found === undefined) throw notHeldHere(type, id);
+      return sendFhir(reply, 200, found, servedHeaders(found));
     }
+  });
+
+  // Provenance is no stored type (the default mapping ignores it): this route serves the
+  // Provenance of the records served here, by id (the record's tx hash). A mapping that stores
+  // Provenance has its own read first.
+  app.get<{ Params: { id: string } }>('/fhir/Provenance/:id', ehr, async (req, reply) => {
+    const id = checkId(req.params.id);
+    const ctx = contextOf(req);
+    if (deps.types.has('Provenance') && decide(accessOf(req), readRequest('Provenance', id)).ok) {
+      try {
+        const found = await service.read('Provenance', id, ctx);
+        return sendFhir(reply, 200, found.resource, versionHeaders(found));
+      } catch (err) {
+        if (!(err instanceof OutcomeError && err.status === 404)) throw err;
+      }
+    }
+    const found = await deps.reads?.readProvenance(id, ctx, readGuard(req));
+    if (found === undefined) {
+      throw fail(
+        404,
+        'not-found',
+        `Provenance/${id} is not known here: a Provenance is served with its record, by the patient's $everything or a search with _revinclude=Provenance:target`,
+      );
+    }
+    return sendFhir(reply, 200, found);
   });
 
   app.get<{ Params: IdParams }>('/fhir/:type/:id/_history', ehr, async (req, reply) => {
@@ -225,6 +274,41 @@ function readRequest(type: string, id: string) {
   return type === 'Patient'
     ? { resourceType: type, interaction: 'r' as const, patient: id }
     : { resourceType: type, interaction: 'r' as const, compartment: false };
+}
+
+/**
+ * The checks of a read by id of what was served for a patient, as $everything makes them: the
+ * patient's compartment and the type's read scope (`type`), or for a Provenance any read scope of
+ * the patient, then a granular scope on what was found (a Provenance: any one of its targets).
+ */
+function readGuard(req: FastifyRequest, type?: string): ReadGuard {
+  const access = accessOf(req);
+  return {
+    patient: (patient) => {
+      if (type === undefined) requireEverything(req, patient);
+      else requireAccess(req, { resourceType: type, interaction: 'r', patient });
+    },
+    resources: (patient, found) => {
+      const seen = (r: Resource) =>
+        decide(access, { resourceType: r.resourceType, interaction: 'r', patient }).ok &&
+        permitted(access, 'r', [r]).length > 0;
+      if (found.some(seen)) return;
+      const reason = "the token's scopes do not cover this record";
+      throw new OutcomeError(403, [issue('forbidden', reason)], {
+        'www-authenticate': `Bearer realm="${REALM}", error="insufficient_scope", error_description="${reason}"`,
+      });
+    },
+  };
+}
+
+/** ETag and Last-Modified of a served resource, from its meta. */
+function servedHeaders(r: Resource): Record<string, string> {
+  const v = r.meta?.versionId;
+  const at = r.meta?.lastUpdated;
+  return {
+    ...(v === undefined ? {} : { etag: `W/"${v}"` }),
+    ...(at === undefined ? {} : { 'last-modified': new Date(at).toUTCString() }),
+  };
 }
 
 /** The patient a search names: `patient=id`, `patient=Patient/id` or `subject=Patient/id`. */

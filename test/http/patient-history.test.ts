@@ -23,7 +23,6 @@ import { ResourceStore } from '../../src/fhir/resource-store.ts';
 import { bearerAuthoriser } from '../../src/http/auth.ts';
 import { registerPatientRoutes } from '../../src/http/patient-routes.ts';
 import { buildHttpServer } from '../../src/http/server.ts';
-import { signGrant } from '../../src/ledger/tx.ts';
 import { decodeResourceEntry, resourceKey } from '../../src/sidecar/entries.ts';
 import { relayOwnRecords } from '../../src/sidecar/own-records.ts';
 import {
@@ -34,7 +33,7 @@ import {
 import type { TestPatient } from '../sidecar/ledger.ts';
 import { TEST_ID_COST } from '../sidecar/ledger.ts';
 import { closeSharedParts, SSN, sharedParts, syntheaBundles, TOKEN } from './harness.ts';
-import { call, openShareApiNet, type ShareApiNet } from './share-net.ts';
+import { call, giveLeaf, openShareApiNet, type ShareApiNet } from './share-net.ts';
 
 const A = 0;
 const B = 1;
@@ -135,13 +134,7 @@ beforeAll(async () => {
   const { chainId } = genesis;
 
   // B gets a leaf under the patient's upload grant (at A, the home), pinned.
-  const leaf = {
-    idHash: pid,
-    institution: B,
-    grant: toHex(signGrant(chainId, P.idHash, B, P.signingSecret)),
-  };
-  expect((await call(s, A, 'POST', '/spchain/leaves', leaf, false)).status).toBe(202);
-  await s.net.anchorAll();
+  await giveLeaf(s, P, B);
   const { mapping } = await sharedParts();
   const halves = splitBundle(bundles[0]!.bundle, mapping);
   for (const [n, at] of [A, B].entries()) {

@@ -7,8 +7,10 @@
  */
 import type { Bundle } from '@medplum/fhirtypes';
 import { expect } from 'vitest';
+import { toHex } from '../../src/crypto/bytes.ts';
 import { createFhirApi, type FhirApi, type FhirApiParts } from '../../src/http/api.ts';
 import type { PatientIdentity } from '../../src/ledger/idhash.ts';
+import { signGrant } from '../../src/ledger/tx.ts';
 import { openShareNet, type ShareNet } from '../sharing/network.ts';
 import type { TestPatient } from '../sidecar/ledger.ts';
 import { TEST_ID_COST } from '../sidecar/ledger.ts';
@@ -89,6 +91,27 @@ export async function call(
     ...(body === undefined ? {} : { payload: JSON.stringify(body) }),
   });
   return { status: res.statusCode, json: JSON.parse(res.body) as Record<string, unknown> };
+}
+
+/**
+ * Gives `institution` a leaf in the patient's block: the patient's signed upload grant goes to the
+ * home (institution 0), which answers 202; once pinned, asking again says `present`.
+ */
+export async function giveLeaf(
+  s: ShareApiNet,
+  patient: TestPatient,
+  institution: number,
+): Promise<void> {
+  const { chainId } = s.net.fixture.genesis;
+  const leaf = {
+    idHash: toHex(patient.idHash),
+    institution,
+    grant: toHex(signGrant(chainId, patient.idHash, institution, patient.signingSecret)),
+  };
+  const added = await call(s, 0, 'POST', '/spchain/leaves', leaf, false);
+  expect(added.status, JSON.stringify(added.json)).toBe(202);
+  await s.net.anchorAll();
+  expect((await call(s, 0, 'POST', '/spchain/leaves', leaf, false)).json.state).toBe('present');
 }
 
 /** GET that must answer 200 with a Bundle. */
