@@ -18,7 +18,7 @@ import { join } from 'node:path';
 import { equalBytes } from '../src/crypto/bytes.ts';
 import { makeRegisterTx } from '../src/ledger/author.ts';
 import { batchHash, verifyTxInclusion } from '../src/ledger/batch.ts';
-import { keyblockHash, registersRoot } from '../src/ledger/keyblock.ts';
+import { keyblockHash, keyblockTxRoot } from '../src/ledger/keyblock.ts';
 import { type Microblock, microblockFromRegister, nextRunning } from '../src/ledger/microblock.ts';
 import { txHash } from '../src/ledger/tx.ts';
 import type {
@@ -99,13 +99,13 @@ async function build(patients: number, dir: string) {
       height: i,
       prev,
       i2Link: new Uint8Array(32),
-      txRoot: registersRoot(registers),
+      txRoot: keyblockTxRoot(registers),
       miner: 0,
       time: genesis.time + i * 1000,
       target: genesis.params.initialTarget,
       nonce: 0,
     };
-    const kb: Keyblock = { ...header, registers, signature: random(64) };
+    const kb: Keyblock = { ...header, registers, admits: [], signature: random(64) };
     const made = registers.map((tx, j) => microblockFromRegister(tx, { i, j }));
     prev = keyblockHash(kb);
     await store.putPinnedKeyblock(kb, fakeCertificate('keyblock', i, prev), made);

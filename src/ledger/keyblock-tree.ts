@@ -16,15 +16,16 @@ import {
   expectedTarget,
   genesisHash,
   keyblockHash,
-  registersRoot,
+  keyblockTxRoot,
   searchNonce,
   signKeyblock,
   validateKeyblock,
   ZERO_HASH,
 } from './keyblock.ts';
+import { checkAdmits } from './membership.ts';
 import { createMicroblock, microblockHash } from './microblock.ts';
 import { checkTxStateless, verifyRegisterSignature } from './tx.ts';
-import type { Bytes, Genesis, Keyblock } from './types.ts';
+import type { AdmitTx, Bytes, Genesis, Keyblock, Member } from './types.ts';
 
 export interface KeyblockNode {
   readonly hash: Bytes;
@@ -41,6 +42,8 @@ export interface KeyblockNode {
 
 export interface KeyblockTree {
   readonly genesis: Genesis;
+  /** The members as of the pinned keyblock: the genesis members and those admitted since. */
+  readonly roster: readonly Member[];
   readonly nodes: ReadonlyMap<string, KeyblockNode>;
   readonly pinned: string;
   readonly head: string;
@@ -63,7 +66,7 @@ export function createKeyblockTree(genesis: Genesis): KeyblockTree {
     lastMicroblock: ZERO_HASH,
     keyblock: null,
   };
-  return { genesis, nodes: new Map([[id, root]]), pinned: id, head: id };
+  return { genesis, roster: genesis.members, nodes: new Map([[id, root]]), pinned: id, head: id };
 }
 
 export function node(tree: KeyblockTree, id: string): KeyblockNode {
@@ -131,6 +134,24 @@ export function branchRegistrations(tree: KeyblockTree, from: KeyblockNode): Set
 }
 
 /**
+ * The members as of `from`: the pinned roster and the members admitted on the branch from the
+ * pinned keyblock up to `from`, in admission order.
+ */
+export function rosterAt(tree: KeyblockTree, from: KeyblockNode): readonly Member[] {
+  const branch: AdmitTx[][] = [];
+  for (
+    let n: KeyblockNode | undefined = from;
+    n && n.id !== tree.pinned;
+    n = n.parent ? tree.nodes.get(n.parent) : undefined
+  ) {
+    if (n.keyblock !== null && n.keyblock.admits.length > 0) branch.unshift([...n.keyblock.admits]);
+  }
+  return branch.length === 0
+    ? tree.roster
+    : [...tree.roster, ...branch.flat().map((a) => a.member)];
+}
+
+/**
  * Register txs: patient signature, fee, home member, the home's root opening (the patient block
  * the tx creates), and no patient registered twice.
  */
@@ -139,14 +160,15 @@ export function checkRegisters(
   kb: Keyblock,
   parent: KeyblockNode,
   isRegistered: RegisteredLookup,
+  roster: readonly Member[] = rosterAt(tree, parent),
 ): Verdict {
   const { genesis } = tree;
   const seen = branchRegistrations(tree, parent);
-  const members = (i: number) => genesis.members.find((m) => m.index === i);
+  const members = (i: number) => roster.find((m) => m.index === i);
   for (const [j, tx] of kb.registers.entries()) {
     const fee = checkTxStateless(tx, genesis.params.minFee);
     if (!fee.ok) return fee;
-    if (!genesis.members.some((m) => m.index === tx.home)) {
+    if (members(tx.home) === undefined) {
       return reject('UNKNOWN_INSTITUTION', `register tx names unknown home institution ${tx.home}`);
     }
     const id = toHex(tx.idHash);
@@ -202,8 +224,10 @@ export function addKeyblock(
   }
   try {
     const req = childRequirements(tree, parent);
+    const roster = rosterAt(tree, parent);
     const verdict = validateKeyblock(kb, {
       genesis: tree.genesis,
+      roster,
       parentHash: parent.hash,
       parentHeight: parent.height,
       parentTime: parent.time,
@@ -212,8 +236,10 @@ export function addKeyblock(
       now,
     });
     if (!verdict.ok) return fail(verdict);
-    const registers = checkRegisters(tree, kb, parent, isRegistered);
+    const registers = checkRegisters(tree, kb, parent, isRegistered, roster);
     if (!registers.ok) return fail(registers);
+    const admits = checkAdmits(tree.genesis.chainId, roster, kb.admits).verdict;
+    if (!admits.ok) return fail(admits);
   } catch (err) {
     if (isLedgerError(err)) return fail({ ok: false, error: err });
     throw err;
@@ -292,7 +318,9 @@ export function pinKeyblock(
       nodes.set(n.id, n);
   }
   // The oldest kept ancestor loses its parent link (the store has it); the rules never go below it.
-  const next: KeyblockTree = { ...tree, nodes, pinned: id, head: id };
+  const admitted = finalised.flatMap((kb) => kb.admits.map((a) => a.member));
+  const roster = admitted.length === 0 ? tree.roster : [...tree.roster, ...admitted];
+  const next: KeyblockTree = { ...tree, roster, nodes, pinned: id, head: id };
   return { tree: { ...next, head: bestTip(next, nodes, target) }, verdict: OK, finalised };
 }
 
@@ -314,6 +342,7 @@ export function mineKeyblock(
     parentId: string;
     miner: { index: number; signingKey: Bytes; signingSecret: Bytes };
     registers: readonly Keyblock['registers'][number][];
+    admits?: readonly AdmitTx[];
     time: number;
     startNonce?: number;
     attempts: number;
@@ -326,7 +355,7 @@ export function mineKeyblock(
     height: req.height,
     prev: parent.hash,
     i2Link: req.i2Link,
-    txRoot: registersRoot(opts.registers),
+    txRoot: keyblockTxRoot(opts.registers, opts.admits),
     miner: opts.miner.index,
     time: opts.time,
     target: req.target,
@@ -340,5 +369,6 @@ export function mineKeyblock(
     opts.registers,
     opts.miner.signingSecret,
     opts.random,
+    opts.admits,
   );
 }

@@ -10,8 +10,17 @@ import { sign, verify } from '../crypto/sign.ts';
 import { decode, encode, type Reader, type Writer } from './codec.ts';
 import { OK, reject, type Verdict } from './errors.ts';
 import { HASH_BYTES, ledgerHash } from './hash.ts';
+import { admitHash, MAX_KEYBLOCK_ADMITS, readAdmit, writeAdmit } from './membership.ts';
 import { encodeTx, readTx, txHash } from './tx.ts';
-import type { Bytes, ChainParams, Genesis, Keyblock, RegisterTx } from './types.ts';
+import type {
+  AdmitTx,
+  Bytes,
+  ChainParams,
+  Genesis,
+  Keyblock,
+  Member,
+  RegisterTx,
+} from './types.ts';
 
 export const MAX_TARGET = 2n ** 256n - 1n;
 export const ZERO_HASH: Bytes = new Uint8Array(HASH_BYTES);
@@ -21,7 +30,7 @@ export const MAX_KEYBLOCK_REGISTERS = 10_000;
 export const MAX_CLOCK_DRIFT_MS = 120_000;
 const KEYBLOCK_DOMAIN = 'spchain/keyblock';
 
-export type KeyblockHeader = Omit<Keyblock, 'registers' | 'signature'>;
+export type KeyblockHeader = Omit<Keyblock, 'registers' | 'admits' | 'signature'>;
 
 function writeHeader(w: Writer, kb: KeyblockHeader): void {
   w.varint(kb.height)
@@ -96,6 +105,7 @@ export function encodeKeyblock(kb: Keyblock): Bytes {
       const bytes = encodeTx(tx);
       lw.fixed(bytes, bytes.length, 'register tx');
     });
+    w.list(kb.admits, writeAdmit);
     w.fixed(kb.signature, 64, 'signature');
   });
 }
@@ -120,12 +130,17 @@ export function decodeKeyblock(bytes: Bytes): Keyblock {
       const tx = readTx(rr);
       return tx.type === 'register' ? tx : rr.fail('keyblock tx', 'must be a register tx');
     });
-    return { ...header, registers, signature: r.fixed(64, 'signature') };
+    const admits = r.list('admits', MAX_KEYBLOCK_ADMITS, readAdmit);
+    return { ...header, registers, admits, signature: r.fixed(64, 'signature') };
   });
 }
 
-export function registersRoot(registers: readonly RegisterTx[]): Bytes {
-  return merkleRoot(registers.map(txHash));
+/** The txRoot: the register txs' hashes, then the admit txs' (none: the registers' root alone). */
+export function keyblockTxRoot(
+  registers: readonly RegisterTx[],
+  admits: readonly AdmitTx[] = [],
+): Bytes {
+  return merkleRoot([...registers.map(txHash), ...admits.map(admitHash)]);
 }
 
 /** H(nonce, G(MB^{i-2}), G(KB_{i-1}), pk) as a 256-bit integer. */
@@ -166,9 +181,10 @@ export function signKeyblock(
   registers: readonly RegisterTx[],
   minerSecret: Bytes,
   random?: RandomBytes,
+  admits: readonly AdmitTx[] = [],
 ): Keyblock {
   const signature = sign(minerSecret, KEYBLOCK_DOMAIN, signingMessage(chainId, header), random);
-  return { ...header, registers, signature };
+  return { ...header, registers, admits, signature };
 }
 
 /** Expected chain work of a keyblock at `target`: 2^256 / (target + 1). */
@@ -199,6 +215,8 @@ export function expectedTarget(
 
 export interface KeyblockParentView {
   readonly genesis: Genesis;
+  /** The members as of the parent (genesis members and those admitted up to the parent). */
+  readonly roster: readonly Member[];
   /** Hash, height, time of the parent (the genesis keyblock is height 0). */
   readonly parentHash: Bytes;
   readonly parentHeight: number;
@@ -216,7 +234,7 @@ export interface KeyblockParentView {
  */
 export function validateKeyblock(kb: Keyblock, view: KeyblockParentView): Verdict {
   const { genesis } = view;
-  const miner = genesis.members.find((m) => m.index === kb.miner);
+  const miner = view.roster.find((m) => m.index === kb.miner);
   if (!miner)
     return reject('UNKNOWN_INSTITUTION', `miner ${kb.miner} is not a member`, { miner: kb.miner });
   if (!equalBytes(kb.prev, view.parentHash) || kb.height !== view.parentHeight + 1) {
@@ -253,8 +271,8 @@ export function validateKeyblock(kb: Keyblock, view: KeyblockParentView): Verdic
       },
     );
   }
-  if (!equalBytes(kb.txRoot, registersRoot(kb.registers))) {
-    return reject('BAD_TX_ROOT', `keyblock ${kb.height} tx root does not match its register txs`);
+  if (!equalBytes(kb.txRoot, keyblockTxRoot(kb.registers, kb.admits))) {
+    return reject('BAD_TX_ROOT', `keyblock ${kb.height} tx root does not match its txs`);
   }
   if (
     !verify(miner.signingKey, KEYBLOCK_DOMAIN, signingMessage(genesis.chainId, kb), kb.signature)

@@ -26,6 +26,7 @@ import {
   verifyEvidence,
 } from './evidence.ts';
 import { type Accounts, batchCharges, checkCharges } from './fees.ts';
+import type { MemberLookup } from './microblock.ts';
 import {
   batchContext,
   type ChainState,
@@ -36,7 +37,7 @@ import {
 } from './replica-mempool.ts';
 import { consensusGroupAt, hasPinnedEvidence, type ReputationState } from './replica-reputation.ts';
 import { EMPTY_OVERLAY, type LedgerView } from './replica-view.ts';
-import type { InstitutionReputation } from './reputation.ts';
+import { chunkOfHeight, countsAt, type InstitutionReputation } from './reputation.ts';
 import { txHashHex } from './tx.ts';
 import type { Bundle, Bytes, Evidence, InstitutionIndex, TxBatch } from './types.ts';
 import { internBundle } from './verify-cache.ts';
@@ -63,9 +64,25 @@ export interface PinnedState extends ReputationState {
 export function pinnedBatchContext(state: PinnedState, anchor: number): BatchContext {
   return {
     ...batchContext(state.chain),
+    members: membersAt(state, anchor),
     group: consensusGroupAt(state, anchor),
     hasPinnedEvidence: (i) => hasPinnedEvidence(state, i),
   };
+}
+
+/**
+ * The members whose bundles a batch anchored to keyblock `anchor` may carry: an admitted member
+ * counts once the chunk that admitted it is complete (reputation.ts countsAt), so a batch is judged
+ * alike by replicas that have pinned the admitting keyblock and by those that have not yet.
+ */
+function membersAt(state: PinnedState, anchor: number): MemberLookup {
+  const { members, genesis } = state.chain;
+  if (!state.histories.some((h) => h.joinedChunk !== undefined)) return members;
+  const completed = anchor === 0 ? 0 : chunkOfHeight(anchor, genesis.params.chunkSize);
+  const pending = new Set(
+    state.histories.filter((h) => !countsAt(h, completed)).map((h) => h.index),
+  );
+  return pending.size === 0 ? members : (i) => (pending.has(i) ? undefined : members(i));
 }
 
 /**
@@ -95,12 +112,41 @@ export function selectEvidence(state: PinnedState, held: Iterable<Evidence>): Ev
   return out;
 }
 
+/** The fees a bundle's institution pays for it. */
+const feesOf = (bundle: Bundle) => bundle.txs.reduce((s, tx) => s + tx.fee, 0);
+
 /**
  * The batch to propose at `height` on top of `chain`: Algorithm 2 (selectBatch) over each
- * institution's eligible bundles by reputation, capped by params.maxBatchTxs, then checked bundle
- * by bundle in batch order (a bundle that no longer fits, or whose institution cannot pay its
- * fees, is left out with the rest of its institution's), and `evidence` (from selectEvidence).
- * Possibly empty, which is valid.
+ * institution's eligible bundles by reputation, capped by params.maxBatchTxs, checked bundle by
+ * bundle in batch order, then Algorithm 2 again over what is left for the room that is left, until
+ * nothing more goes in; and `evidence` (from selectEvidence). Possibly empty, which is valid.
+ *
+ * A bundle is left out, with the rest of its institution's for the round (its later bundles may
+ * depend on it, and must not overtake it), when its institution cannot pay its fees on top of what
+ * the batch already charges it, or when it does not fit on the batch so far. The first is for good
+ * (the charge only grows); the second only until the batch grows, since the bundle may need one of
+ * another institution's that comes later in the batch (a newcomer's record after the home's leaf
+ * tx: Algorithm 2 lists institutions by index, the mempool found them to fit in arrival order). So
+ * each institution's bundles are a prefix of its eligible list, as the mempool found them to fit.
+ *
+ * Why the later rounds: the room left-out bundles would have used must not stay empty while other
+ * institutions' bundles wait beyond the first selection. A validator holding those (checkFairness)
+ * refuses a batch with room for a waiting item of an institution with R > 0, so the honest batch
+ * would be refused and the height go to a view change. The rounds agree with that check:
+ * - the first round is selectBatch over everything eligible: an institution never left out took
+ *   all that was selected of it, so its next bundle did not fit in its quota, which is no less than
+ *   the plain share checkBatchFairness holds it to (proportionalShares); later rounds only add;
+ * - the loop ends when Algorithm 2 over what is left selects nothing, or took everything it
+ *   selected (its last pass offers the room left to every institution with R > 0, in rank order,
+ *   and what does not fit then does not fit in less): then the next bundle of every institution
+ *   with R > 0 is larger than the room left, or its institution cannot pay for it (checkFairness
+ *   does not count it as waiting), or it does not fit on the whole batch.
+ * The last case remains a disagreement: a validator cannot tell that a bundle needs one the batch
+ * left out (a home's leaf tx beyond its quota) without replaying the batch's effects.
+ *
+ * Bounded: a round that adds nothing leaves out at least one more institution (the rounds after it
+ * select among fewer), and a round that adds something takes at least one more of the finitely
+ * many eligible bundles.
  */
 export function assembleBatch(
   chain: PinnedChain,
@@ -110,28 +156,51 @@ export function assembleBatch(
   proposer: InstitutionIndex,
   evidence: readonly Evidence[] = [],
 ): TxBatch {
-  const selected = selectBatch(
-    mempool.eligible,
-    reputations,
-    chain.genesis.params.maxBatchTxs,
-    (e) => e.bundle.txs.length,
-  );
+  const capacity = chain.genesis.params.maxBatchTxs;
   let overlay = EMPTY_OVERLAY;
+  let size = 0;
   const owed = new Map<InstitutionIndex, number>();
-  const skipped = new Set<InstitutionIndex>();
+  /** How many of each institution's eligible bundles the batch holds (a prefix of its list). */
+  const taken = new Map<InstitutionIndex, number>();
+  /** Institutions that cannot pay for their next bundle. */
+  const unpaid = new Set<InstitutionIndex>();
+  /** Institutions whose next bundle does not fit on the batch so far. */
+  const blocked = new Set<InstitutionIndex>();
   const bundles: Bundle[] = [];
-  for (const { institution, item } of selected.entries) {
-    if (skipped.has(institution)) continue;
-    const due = item.bundle.txs.reduce((s, tx) => s + tx.fee, owed.get(institution) ?? 0);
-    const fit =
-      due <= (chain.accounts.get(institution) ?? 0) ? fitBundle(chain, overlay, item) : null;
-    if (fit === null || !fit.verdict.ok) {
-      skipped.add(institution);
-      continue;
+  for (;;) {
+    const pending = new Map<InstitutionIndex, readonly MempoolEntry[]>();
+    for (const [i, list] of mempool.eligible) {
+      const n = taken.get(i) ?? 0;
+      if (n < list.length && !unpaid.has(i) && !blocked.has(i)) pending.set(i, list.slice(n));
     }
-    overlay = fit.overlay;
-    owed.set(institution, due);
-    bundles.push(item.bundle);
+    const selected = selectBatch(pending, reputations, capacity - size, (e) => e.bundle.txs.length);
+    let grew = false;
+    let stopped = false;
+    for (const { institution, item } of selected.entries) {
+      if (unpaid.has(institution) || blocked.has(institution)) continue;
+      const due = (owed.get(institution) ?? 0) + feesOf(item.bundle);
+      if (due > (chain.accounts.get(institution) ?? 0)) {
+        unpaid.add(institution);
+        stopped = true;
+        continue;
+      }
+      const fit = fitBundle(chain, overlay, item);
+      if (!fit.verdict.ok) {
+        blocked.add(institution);
+        stopped = true;
+        continue;
+      }
+      overlay = fit.overlay;
+      owed.set(institution, due);
+      taken.set(institution, (taken.get(institution) ?? 0) + 1);
+      size += item.bundle.txs.length;
+      bundles.push(item.bundle);
+      grew = true;
+    }
+    // Nothing left out this round: what Algorithm 2 did not select fits in no room that is left,
+    // unless a blocked institution's bundle fits now.
+    if (!stopped && !(grew && blocked.size > 0)) break;
+    if (grew) blocked.clear();
   }
   const { hash: prev, keyblockHeight } = chain;
   return { height, prev, keyblockHeight, proposer, bundles, evidence };
@@ -230,26 +299,44 @@ export function checkBatch(state: PinnedState, bytes: Bytes): CheckedBatch {
  * the eligible bundles the validator had held for the grace period: an institution waits when the
  * batch left out any of its held bundles, and the largest of those is the item it waits with
  * (bundles are indivisible; see checkBatchFairness for why the largest).
+ *
+ * With `accounts` (the pinned balances, the same the proposer built on), an institution does not
+ * wait when it cannot pay for the costliest of those bundles on top of what the batch charges it.
+ * Eligibility does not look at balances, so every replica holds the bundles of an institution that
+ * ran out of funds, and no batch can carry them (checkCharges): counted as waiting, they would get
+ * every honest batch refused for as long as they are held. The costliest stands for the proposer's
+ * next bundle of that institution, as the largest does for its size: an honest proposer that could
+ * not pay for its next bundle (assembleBatch) is excused. What it gives up: a proposer may leave out
+ * an institution that holds one bundle it cannot pay for, although it could pay for others.
  */
 export function checkFairness(
   batch: TxBatch,
   held: ReadonlyMap<InstitutionIndex, readonly MempoolEntry[]>,
   reputations: readonly InstitutionReputation[],
   capacity: number,
+  accounts?: Accounts,
 ): Verdict {
   const got = new Map<InstitutionIndex, number>();
+  const charged = new Map<InstitutionIndex, number>();
   const inBatch = new Set<string>();
   for (const b of batch.bundles) {
     got.set(b.institution, (got.get(b.institution) ?? 0) + b.txs.length);
+    charged.set(b.institution, (charged.get(b.institution) ?? 0) + feesOf(b));
     inBatch.add(makeEntry(b, 0).id);
   }
   const waiting = new Map<InstitutionIndex, number>();
   for (const [i, entries] of held) {
+    let size = 0;
+    let cost = 0;
     for (const e of entries) {
       // An empty bundle is refused on arrival (MALFORMED); were one held, it would need no room.
       if (inBatch.has(e.id) || e.bundle.txs.length === 0) continue;
-      waiting.set(i, Math.max(waiting.get(i) ?? 0, e.bundle.txs.length));
+      size = Math.max(size, e.bundle.txs.length);
+      cost = Math.max(cost, feesOf(e.bundle));
     }
+    if (size === 0) continue;
+    if (accounts !== undefined && (charged.get(i) ?? 0) + cost > (accounts.get(i) ?? 0)) continue;
+    waiting.set(i, size);
   }
   return checkBatchFairness(got, waiting, reputations, capacity);
 }

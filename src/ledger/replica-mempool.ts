@@ -45,12 +45,15 @@ import {
   recordKey,
 } from './replica-view.ts';
 import { txHash, txHashHex } from './tx.ts';
-import type { BlockRef, Bundle, Bytes, Genesis, InstitutionIndex } from './types.ts';
+import type { BlockRef, Bundle, Bytes, Genesis, InstitutionIndex, Member } from './types.ts';
 import { internBundle } from './verify-cache.ts';
 
 /** The pinned chain as the mempool sees it. */
 export interface ChainState {
   readonly genesis: Genesis;
+  /** The members as of the pinned keyblock: genesis members, then those admitted (membership.ts). */
+  readonly roster: readonly Member[];
+  /** Looks up `roster` by index. */
   readonly members: MemberLookup;
   /** Height and hash of the latest pinned batch (0 and ZERO_HASH before the first). */
   readonly height: number;

@@ -19,6 +19,7 @@ import {
   chunkOfHeight,
   computeReputation,
   consensusGroup,
+  countsAt,
   type InstitutionHistory,
   type InstitutionReputation,
   type Integrity,
@@ -97,14 +98,16 @@ export function integrityOf(state: ReputationState, institution: InstitutionInde
 export function reputations(state: ReputationState): InstitutionReputation[] {
   const done = completedChunks(state);
   const params = state.chain.genesis.params;
-  return state.histories.map((h) => ({
-    index: h.index,
-    reputation: computeReputation(
-      summariseChunks(h.chunks, done),
-      integrityOf(state, h.index),
-      params,
-    ).r,
-  }));
+  return state.histories
+    .filter((h) => countsAt(h, done))
+    .map((h) => ({
+      index: h.index,
+      reputation: computeReputation(
+        summariseChunks(h.chunks, done),
+        integrityOf(state, h.index),
+        params,
+      ).r,
+    }));
 }
 
 /** The consensus group of the current chunk: the top params.groupSize members by pinned R. */

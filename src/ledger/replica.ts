@@ -54,6 +54,7 @@ import { type LedgerView, memoryLedgerView } from './replica-view.ts';
 import { chunkOfHeight, type InstitutionHistory } from './reputation.ts';
 import { checkBundleStateless, txHash, verifyBundleSignature } from './tx.ts';
 import type {
+  AdmitTx,
   Bundle,
   Bytes,
   Certificate,
@@ -151,6 +152,7 @@ export function createReplica(init: ReplicaInit): Replica {
   }
   const chain: PinnedChain = {
     genesis,
+    roster: genesis.members,
     members: (i) => byIndex.get(i),
     height: 0,
     hash: ZERO_HASH,
@@ -222,11 +224,14 @@ export interface PinnedKeyblock {
   readonly height: number;
   readonly miner: InstitutionIndex;
   readonly registers: readonly RegisterTx[];
+  /** Members it admits (none when absent). */
+  readonly admits?: readonly AdmitTx[];
 }
 
 /**
  * Pins the next keyblock: creates its patients' blocks (MB_{height, j} for its j-th register tx),
- * pays its fees and reward, and counts it for its miner in its chunk.
+ * pays its fees and reward, counts it for its miner in its chunk, and adds the members it admits
+ * (with an empty account and a history that counts from the next chunk on).
  */
 export function pinKeyblock(replica: Replica, kb: PinnedKeyblock): Replica {
   const c = replica.chain;
@@ -243,15 +248,27 @@ export function pinKeyblock(replica: Replica, kb: PinnedKeyblock): Replica {
     blocks.set(refKey(made.block.header), made.block);
   });
   const txHashes = kb.registers.map((tx) => toHex(txHash(tx)));
-  const chain: PinnedChain = {
+  const chunk = chunkOfHeight(kb.height, c.genesis.params.chunkSize);
+  let chain: PinnedChain = {
     ...c,
     keyblockHeight: kb.height,
     ledger: c.ledger.pin({ microblocks: blocks, txHashes, records: [] }),
     accounts: applyKeyblockRewards(c.accounts, kb, c.genesis.params),
   };
-  const chunk = chunkOfHeight(kb.height, c.genesis.params.chunkSize);
-  const counts = new Map([[kb.miner, 1]]);
-  return withChain(replica, chain, addToChunk(replica.histories, chunk, counts, 'keyblocks'));
+  let histories = addToChunk(replica.histories, chunk, new Map([[kb.miner, 1]]), 'keyblocks');
+  if (kb.admits !== undefined && kb.admits.length > 0) {
+    const admitted = kb.admits.map((a) => a.member);
+    const roster = [...c.roster, ...admitted];
+    const byIndex = new Map(roster.map((m) => [m.index, m]));
+    const accounts = new Map(chain.accounts);
+    for (const m of admitted) accounts.set(m.index, 0);
+    chain = { ...chain, roster, members: (i) => byIndex.get(i), accounts };
+    histories = [
+      ...histories,
+      ...admitted.map((m) => ({ index: m.index, chunks: [], joinedChunk: chunk })),
+    ];
+  }
+  return withChain(replica, chain, histories);
 }
 
 /** Stateless rule breaches that only the bundle's signer can be blamed for. */
@@ -352,7 +369,8 @@ export function validateProposal(replica: Replica, bytes: Bytes, asOf: number): 
   if (!checked.verdict.ok || checked.batch === null) return checked.verdict;
   const held = heldBundles(replica.mempool, asOf, replica.opts.fairnessGraceMs);
   const capacity = replica.chain.genesis.params.maxBatchTxs;
-  return checkFairness(checked.batch, held, pinnedReputations(replica), capacity);
+  const { accounts } = replica.chain;
+  return checkFairness(checked.batch, held, pinnedReputations(replica), capacity, accounts);
 }
 
 /**

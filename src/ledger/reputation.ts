@@ -69,6 +69,17 @@ export interface InstitutionHistory {
   readonly chunks: readonly ChunkContribution[];
   /** Chunk in which proof of its misbehaviour was pinned; H = 0 at every later boundary. */
   readonly misbehaviourChunk?: number;
+  /**
+   * Chunk of the keyblock that admitted it (membership.ts); absent for genesis members. It counts
+   * for reputation, quotas and the group only once that chunk is complete, so every replica in a
+   * chunk judges with the same institutions whether or not it has pinned the admission yet.
+   */
+  readonly joinedChunk?: number;
+}
+
+/** Whether an institution counts once `completedChunks` chunks are complete. */
+export function countsAt(h: InstitutionHistory, completedChunks: number): boolean {
+  return h.joinedChunk === undefined || h.joinedChunk < completedChunks;
 }
 
 export interface InstitutionReputation {
@@ -175,14 +186,16 @@ export function reputationsAt(
   params: ReputationCurveParams,
 ): InstitutionReputation[] {
   checkCount('completedChunks', completedChunks);
-  return histories.map((h) => ({
-    index: h.index,
-    reputation: computeReputation(
-      summariseChunks(h.chunks, completedChunks),
-      integrityAt(h, completedChunks),
-      params,
-    ).r,
-  }));
+  return histories
+    .filter((h) => countsAt(h, completedChunks))
+    .map((h) => ({
+      index: h.index,
+      reputation: computeReputation(
+        summariseChunks(h.chunks, completedChunks),
+        integrityAt(h, completedChunks),
+        params,
+      ).r,
+    }));
 }
 
 /** Higher reputation first; equal reputations by lower institution index (earlier member). */

@@ -157,15 +157,43 @@ export interface Keyblock {
   readonly prev: Bytes;
   /** G(last microblock of round i-2): the hash of the last patient block created at height <= i-2. */
   readonly i2Link: Bytes;
-  /** Merkle root of the register txs' hashes. */
+  /** Merkle root of the register txs' hashes, then the admit txs' (membership.ts). */
   readonly txRoot: Bytes;
   readonly registers: readonly RegisterTx[];
+  /** Institutions admitted by this keyblock (membership.ts); usually none. */
+  readonly admits: readonly AdmitTx[];
   readonly miner: InstitutionIndex;
   readonly time: number;
   readonly target: bigint;
   readonly nonce: number;
   /** The miner's signature over the header (the PoW binds the miner's key, this binds the content). */
   readonly signature: Bytes;
+}
+
+/** Where a member's node is reached: its libp2p identity, bound by its chain key (p2p/binding.ts). */
+export interface PeerRecord {
+  /** Canonical peer id string (base58btc). */
+  readonly peerId: string;
+  readonly multiaddr: string;
+  /** The member's signature binding the peer id to its index. */
+  readonly binding: Bytes;
+}
+
+/** An existing member's signature approving an admit tx. */
+export interface Approval {
+  readonly member: InstitutionIndex;
+  readonly signature: Bytes;
+}
+
+/** Admits a new institution (membership.ts); carried in a keyblock. */
+export interface AdmitTx {
+  readonly type: 'admit';
+  readonly member: Member;
+  readonly peer: PeerRecord;
+  /** The new member's own signature over the request. */
+  readonly proof: Bytes;
+  /** Sorted by member, more than 2/3 of the members before the keyblock. */
+  readonly approvals: readonly Approval[];
 }
 
 /** One member's vote signature in a certificate. */

@@ -55,12 +55,15 @@ import {
 } from '../ledger/replica.ts';
 import { checkBatch } from '../ledger/replica-batch.ts';
 import type {
+  AdmitTx,
   BlockRef,
   Bundle,
   Bytes,
   Certificate,
   Genesis,
+  InstitutionIndex,
   Keyblock,
+  Member,
   TxBatch,
 } from '../ledger/types.ts';
 import type { SyncPage, SyncRequest } from '../p2p/index.ts';
@@ -108,6 +111,8 @@ export class Chain {
   private readonly registered = new Set<string>();
   /** Patient blocks by home institution, from the pinned keyblocks. */
   private readonly homes = new Map<number, BlockRef[]>();
+  /** The peer records of the members admitted after genesis, by index (membership.ts). */
+  private readonly admitted = new Map<InstitutionIndex, AdmitTx['peer']>();
 
   private constructor(store: LedgerStore, genesis: Genesis, replica: Replica) {
     this.store = store;
@@ -140,6 +145,16 @@ export class Chain {
 
   get tree(): KeyblockTree {
     return this.keyblocks;
+  }
+
+  /** The members as of the pinned keyblock: the genesis members, then those admitted since. */
+  get roster(): readonly Member[] {
+    return this.current.chain.roster;
+  }
+
+  /** Where each member admitted after genesis is reached (from the keyblock admitting it). */
+  admittedPeers(): ReadonlyMap<InstitutionIndex, AdmitTx['peer']> {
+    return this.admitted;
   }
 
   /** The patient blocks whose home is `institution` (registered in pinned keyblocks). */
@@ -217,6 +232,7 @@ export class Chain {
   /** The replica after keyblock `kb` (pinned in the tree and the store), and the indexes. */
   private pinned(kb: Keyblock): void {
     this.current = pinKeyblock(this.current, kb);
+    for (const a of kb.admits) this.admitted.set(a.member.index, a.peer);
     kb.registers.forEach((tx, j) => {
       this.registered.add(toHex(tx.idHash));
       const list = this.homes.get(tx.home) ?? [];
@@ -373,7 +389,7 @@ export class Chain {
   async applyCertified(item: SyncItem, now: number): Promise<SyncApplied> {
     const refused = (verdict: Verdict): SyncApplied => ({ verdict, batch: null, keyblock: null });
     try {
-      const cert = decodeCertificate(item.certificate, this.genesis.members.length);
+      const cert = decodeCertificate(item.certificate, this.roster.length);
       if (cert.kind !== item.kind) {
         return refused(reject('MALFORMED', `a ${cert.kind} certificate with a ${item.kind}`));
       }

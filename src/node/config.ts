@@ -23,8 +23,9 @@ import { readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { multiaddr } from '@multiformats/multiaddr';
 import { isCryptoError } from '../crypto/errors.ts';
+import { MAX_MEMBERS } from '../ledger/membership.ts';
 import { defaultReplicaOpts, type ReplicaOpts } from '../ledger/replica.ts';
-import type { InstitutionIndex } from '../ledger/types.ts';
+import type { AdmitTx, InstitutionIndex } from '../ledger/types.ts';
 import {
   defaultP2pLimits,
   type P2pLimits,
@@ -33,6 +34,7 @@ import {
   peersFromJson,
   verifyPeers,
 } from '../p2p/index.ts';
+import { parseAdmissionFile } from './admission-file.ts';
 import { type ConsensusOpts, defaultConsensusOpts } from './consensus.ts';
 import { NodeError } from './errors.ts';
 import { type FaultOpts, readFaultOpts } from './faults.ts';
@@ -62,10 +64,16 @@ export interface NodeConfig {
   readonly statsIntervalMs: number;
   /** Deliberate misbehaviour for the fault tests (faults.ts); null in every real deployment. */
   readonly faults: FaultOpts | null;
+  /**
+   * For an institution admitted after genesis (index past the genesis members): its admission
+   * (admission-file.ts), which names its keys until the node has synced the keyblock admitting it.
+   */
+  readonly admission: AdmitTx | null;
 }
 
 const FIELDS = ['index', 'genesisFile', 'peersFile', 'keyFile', 'dataDir', 'listen'];
 const OPTIONAL = [
+  'admissionFile',
   'passphraseFile',
   'passphraseEnv',
   'consensus',
@@ -142,7 +150,41 @@ export async function readNodeConfig(
   const genesisPath = at(f.string(o.genesisFile, 'genesisFile'));
   const genesisFile = parseGenesisFile(await readText(f, genesisPath, 'genesisFile'), genesisPath);
   const { genesis } = genesisFile;
-  const index = f.int(o.index, 'index', 0, genesis.members.length - 1);
+  const index = f.int(o.index, 'index', 0, MAX_MEMBERS - 1);
+  let admission: AdmitTx | null = null;
+  if (index >= genesis.members.length) {
+    if (o.admissionFile === undefined) {
+      f.fail(
+        'index',
+        `${index} is not a genesis member (0-${genesis.members.length - 1}); an institution admitted later needs admissionFile`,
+      );
+    }
+    const admissionPath = at(f.string(o.admissionFile, 'admissionFile'));
+    const file = parseAdmissionFile(
+      await readText(f, admissionPath, 'admissionFile'),
+      admissionPath,
+    );
+    if (file.chainId !== genesis.chainId) {
+      f.fail(
+        'admissionFile',
+        `is for chain ${file.chainId}, the genesis file's is ${genesis.chainId}`,
+      );
+    }
+    if (file.tx.member.index !== index) {
+      f.fail(
+        'admissionFile',
+        `admits member ${file.tx.member.index}, the config's index is ${index}`,
+      );
+    }
+    admission = file.tx;
+  } else if (o.admissionFile !== undefined) {
+    f.fail(
+      'admissionFile',
+      `is only for institutions admitted after genesis; ${index} is a genesis member`,
+    );
+  }
+  const known =
+    admission === null ? genesis : { ...genesis, members: [...genesis.members, admission.member] };
 
   const peersPath = at(f.string(o.peersFile, 'peersFile'));
   let peers: PeerEntry[];
@@ -175,13 +217,13 @@ export async function readNodeConfig(
   let keys: InstitutionKeys;
   try {
     const text = await readText(f, keyPath, 'keyFile');
-    keys = await openInstitutionKeys(text, passphrase, genesis, index, keyPath);
+    keys = await openInstitutionKeys(text, passphrase, known, index, keyPath);
   } catch (err) {
     if (isCryptoError(err)) f.fail('keyFile', `(${keyPath}): ${err.message}`);
     throw err;
   }
 
-  const own = verifyPeers(genesis, peers);
+  const own = verifyPeers(known, peers);
   const entry = own.byIndex.get(index);
   const selfId = await peerIdFromSeed(keys.peerSeed);
   if (entry === undefined) {
@@ -226,5 +268,6 @@ export async function readNodeConfig(
     statsIntervalMs:
       o.statsIntervalMs === undefined ? 1000 : f.int(o.statsIntervalMs, 'statsIntervalMs', 100),
     faults: readFaultOpts(f, o.faults, env),
+    admission,
   };
 }

@@ -103,6 +103,8 @@ export type KeyblockEvent =
       readonly height: number;
       readonly hash: string;
       readonly registers: number;
+      /** Members it admits. */
+      readonly admits: number;
     }
   | {
       readonly event: 'keyblock';
@@ -111,6 +113,8 @@ export type KeyblockEvent =
       readonly miner: InstitutionIndex;
       /** Patients it registered. */
       readonly registers: number;
+      /** Members it admitted (their indexes; usually none). */
+      readonly admitted: readonly InstitutionIndex[];
       readonly round: number;
       readonly via: 'consensus' | 'sync';
     }

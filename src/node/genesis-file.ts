@@ -74,9 +74,17 @@ const CHAIN_ID = /^[A-Za-z0-9._:-]{1,64}$/;
 
 function readMember(f: FieldReader, value: unknown, position: number): Member {
   const field = `members[${position}]`;
+  const member = readMemberAt(f, value, field);
+  if (member.index !== position) {
+    f.fail(`${field}.index`, `must be ${position} (members are in order)`);
+  }
+  return member;
+}
+
+/** A member's JSON form (index, name, hex keys), as in the genesis file and admission files. */
+export function readMemberAt(f: FieldReader, value: unknown, field: string): Member {
   const o = f.object(value, field, ['index', 'name', 'signingKey', 'chameleonKey', 'preKey']);
   const index = f.int(o.index, `${field}.index`, 0, MAX_MEMBERS - 1);
-  if (index !== position) f.fail(`${field}.index`, `must be ${position} (members are in order)`);
   return {
     index,
     name: f.string(o.name, `${field}.name`, /^[^\p{C}]{1,128}$/u, 'a printable name'),

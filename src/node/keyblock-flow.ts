@@ -15,12 +15,12 @@ import { toHex } from '../crypto/bytes.ts';
 import type { RandomBytes } from '../crypto/random.ts';
 import { reject, type Verdict } from '../ledger/errors.ts';
 import { keyblockHash } from '../ledger/keyblock.ts';
-import { branchRegistrations, node } from '../ledger/keyblock-tree.ts';
-import type { Bytes, InstitutionIndex, Keyblock, RegisterTx } from '../ledger/types.ts';
+import { branchRegistrations, node, rosterAt } from '../ledger/keyblock-tree.ts';
+import type { AdmitTx, Bytes, InstitutionIndex, Keyblock, RegisterTx } from '../ledger/types.ts';
 import type { Chain } from './chain.ts';
 import { NodeError } from './errors.ts';
 import type { NodeEvent } from './events.ts';
-import { OrphanPool, RegisterPool, type RegisterPoolOpts } from './keyblocks.ts';
+import { AdmitPool, OrphanPool, RegisterPool, type RegisterPoolOpts } from './keyblocks.ts';
 import { assembleKeyblock, Miner, type MiningJob, type MiningOpts, miningJob } from './miner.ts';
 
 export interface KeyblockFlowPorts {
@@ -60,6 +60,7 @@ export class KeyblockFlow {
   private readonly ports: KeyblockFlowPorts;
   private readonly opts: KeyblockFlowOpts;
   readonly pool: RegisterPool;
+  readonly admits = new AdmitPool();
   private readonly orphans: OrphanPool;
   private readonly miner: Miner;
   private resend: ReturnType<typeof setInterval> | null = null;
@@ -73,7 +74,11 @@ export class KeyblockFlow {
     this.orphans = new OrphanPool(opts.maxOrphans);
     this.miner = new Miner(
       {
-        job: () => miningJob(ports.chain.tree, ports.self, opts.mining.maxUnpinned),
+        // An institution admitted after genesis mines once the keyblock admitting it is pinned.
+        job: () =>
+          ports.chain.tree.roster.some((m) => m.index === ports.self)
+            ? miningJob(ports.chain.tree, ports.self, opts.mining.maxUnpinned)
+            : null,
         found: (job, nonce) => this.found(job, nonce),
       },
       ports.signingKey,
@@ -140,6 +145,7 @@ export class KeyblockFlow {
   pinned(kb: Keyblock): void {
     const { chain } = this.ports;
     this.pool.prune(chain.isRegistered);
+    this.admits.prune(chain.tree.roster);
     this.orphans.prune(kb.height - 1);
     this.added(toHex(keyblockHash(kb)));
   }
@@ -156,14 +162,28 @@ export class KeyblockFlow {
         `register tx of home ${tx.home} submitted at institution ${this.ports.self}`,
       );
     }
-    const verdict = this.pool.add(tx, this.ports.chain.genesis, this.ports.chain.isRegistered);
+    const verdict = this.pool.add(tx, this.members(), this.ports.chain.isRegistered);
     if (verdict.ok) this.ports.sendRegisters([tx]);
     return verdict;
   }
 
+  /**
+   * An admit tx (a new member, approved by more than 2/3 of the members) to carry in a keyblock
+   * this institution mines: refused when it is not valid against the pinned members.
+   */
+  submitAdmit(tx: AdmitTx): Verdict {
+    return this.admits.add(tx, this.ports.chainId, this.ports.chain.tree.roster);
+  }
+
+  /** The chain as register txs are judged: the pinned members, not only the genesis ones. */
+  private members() {
+    const { genesis, tree } = this.ports.chain;
+    return { chainId: genesis.chainId, params: genesis.params, members: tree.roster };
+  }
+
   /** A register tx sent by its patient's home institution. A full pool is our state: BUSY. */
   receiveRegister(tx: RegisterTx): Verdict {
-    const verdict = this.pool.add(tx, this.ports.chain.genesis, this.ports.chain.isRegistered);
+    const verdict = this.pool.add(tx, this.members(), this.ports.chain.isRegistered);
     if (!verdict.ok && verdict.error.code === 'TOO_LARGE') {
       // Thrown, not returned: the p2p edge ignores it rather than penalising the peer.
       throw new NodeError('BUSY', verdict.error.message);
@@ -199,7 +219,8 @@ export class KeyblockFlow {
         secret: this.ports.signingSecret,
         random: this.ports.random,
       };
-      const kb = assembleKeyblock(tree, job, nonce, registers, signer, now());
+      const admits = this.admits.select(this.ports.chainId, rosterAt(tree, parent));
+      const kb = assembleKeyblock(tree, job, nonce, registers, signer, now(), admits);
       const verdict = chain.addKeyblock(kb, now());
       if (!verdict.ok) {
         const { code, message } = verdict.error;
@@ -213,6 +234,7 @@ export class KeyblockFlow {
         height: kb.height,
         hash,
         registers: kb.registers.length,
+        admits: kb.admits.length,
       });
       this.ports.publish(kb);
       this.added(hash);

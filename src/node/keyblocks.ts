@@ -2,6 +2,7 @@
  * The node's keyblock bookkeeping around the pure keyblock tree (src/ledger/keyblock-tree.ts):
  * - RegisterPool: the bounded pool of register txs waiting for a keyblock (submitted by this
  *   institution's sidecar, or sent by a patient's home institution to the miners);
+ * - AdmitPool: admit txs (new members) waiting for a keyblock this institution mines;
  * - OrphanPool: a bounded pool of gossiped keyblocks whose parent this node does not know yet,
  *   added once the parent arrives (by gossip, in a proposal, or pinned by sync);
  * - keyblockGroupSettled: when the group that pins the next keyblock is final (see below).
@@ -20,9 +21,17 @@ import { toHex } from '../crypto/bytes.ts';
 import { OK, reject, type Verdict } from '../ledger/errors.ts';
 import type { Accounts } from '../ledger/fees.ts';
 import { keyblockHash } from '../ledger/keyblock.ts';
+import { checkAdmits, nextMemberIndex } from '../ledger/membership.ts';
 import { chunkOfHeight } from '../ledger/reputation.ts';
 import { checkTxStateless, txHash, verifyRegisterSignature } from '../ledger/tx.ts';
-import type { Genesis, InstitutionIndex, Keyblock, RegisterTx } from '../ledger/types.ts';
+import type {
+  AdmitTx,
+  Genesis,
+  InstitutionIndex,
+  Keyblock,
+  Member,
+  RegisterTx,
+} from '../ledger/types.ts';
 
 /** The chunk of keyblock `height`; height 0 (nothing pinned yet) counts as chunk 0. */
 export function chunkOf(height: number, chunkSize: number): number {
@@ -71,15 +80,19 @@ export class RegisterPool {
   }
 
   /**
-   * Checks and holds a register tx: its home is a member, its fee meets the floor, the patient is
-   * neither registered (`isRegistered`, pinned) nor waiting already, the pool has room, and the
-   * patient signed it.
+   * Checks and holds a register tx: its home is a member (of `chain.members`: the genesis
+   * members and those admitted since), its fee meets the floor, the patient is neither registered
+   * (`isRegistered`, pinned) nor waiting already, the pool has room, and the patient signed it.
    */
-  add(tx: RegisterTx, genesis: Genesis, isRegistered: (idHashHex: string) => boolean): Verdict {
-    if (!genesis.members.some((m) => m.index === tx.home)) {
+  add(
+    tx: RegisterTx,
+    chain: Pick<Genesis, 'chainId' | 'params' | 'members'>,
+    isRegistered: (idHashHex: string) => boolean,
+  ): Verdict {
+    if (!chain.members.some((m) => m.index === tx.home)) {
       return reject('UNKNOWN_INSTITUTION', `register tx names unknown home institution ${tx.home}`);
     }
-    const fee = checkTxStateless(tx, genesis.params.minFee);
+    const fee = checkTxStateless(tx, chain.params.minFee);
     if (!fee.ok) return fee;
     const id = toHex(tx.idHash);
     if (isRegistered(id)) {
@@ -101,7 +114,7 @@ export class RegisterPool {
         held: this.held.size,
       });
     }
-    if (!verifyRegisterSignature(genesis.chainId, tx)) {
+    if (!verifyRegisterSignature(chain.chainId, tx)) {
       return reject('BAD_SIGNATURE', 'register tx is not signed by the patient');
     }
     this.held.set(id, { tx, id, key });
@@ -139,6 +152,55 @@ export class RegisterPool {
   /** The waiting txs whose home is `home` (re-sent until pinned). */
   of(home: InstitutionIndex): RegisterTx[] {
     return [...this.held.values()].filter((h) => h.tx.home === home).map((h) => h.tx);
+  }
+}
+
+/** Admit txs held at most (membership changes are rare; each waits for a keyblock this node mines). */
+export const MAX_PENDING_ADMITS = 16;
+
+/**
+ * Admit txs (membership.ts) waiting for a keyblock this institution mines. They are not forwarded:
+ * an admission is rare and can wait for this miner's turn. Each is checked against the pinned
+ * members when submitted and again, on the branch mined on, when a keyblock is assembled.
+ */
+export class AdmitPool {
+  private readonly held = new Map<string, AdmitTx>();
+
+  get size(): number {
+    return this.held.size;
+  }
+
+  /** Holds a tx valid against the pinned `roster` (REPLAYED_TX: held already; TOO_LARGE: full). */
+  add(tx: AdmitTx, chainId: string, roster: readonly Member[]): Verdict {
+    const key = toHex(tx.member.signingKey);
+    if (this.held.has(key)) return reject('REPLAYED_TX', 'this admit tx is already waiting');
+    if (this.held.size >= MAX_PENDING_ADMITS) {
+      return reject('TOO_LARGE', `${this.held.size} admit txs are waiting`, {
+        held: this.held.size,
+      });
+    }
+    const { verdict } = checkAdmits(chainId, roster, [tx]);
+    if (verdict.ok) this.held.set(key, tx);
+    return verdict;
+  }
+
+  /** The held txs valid in order on top of `roster` (the members as of the parent mined on). */
+  select(chainId: string, roster: readonly Member[]): AdmitTx[] {
+    const out: AdmitTx[] = [];
+    let current = roster;
+    for (const tx of this.held.values()) {
+      const checked = checkAdmits(chainId, current, [tx]);
+      if (!checked.verdict.ok) continue;
+      out.push(tx);
+      current = checked.roster;
+    }
+    return out;
+  }
+
+  /** Drops the txs whose member is pinned now, or whose index was taken by another. */
+  prune(roster: readonly Member[]): void {
+    const next = nextMemberIndex(roster);
+    for (const [key, tx] of this.held) if (tx.member.index < next) this.held.delete(key);
   }
 }
 

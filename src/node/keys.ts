@@ -85,7 +85,7 @@ export async function sealInstitutionKeys(opts: {
 export async function openInstitutionKeys(
   text: string,
   passphrase: string,
-  genesis: Genesis,
+  genesis: Pick<Genesis, 'chainId' | 'members'>,
   index: InstitutionIndex,
   source: string,
 ): Promise<InstitutionKeys> {

@@ -15,7 +15,7 @@
 import type { RandomBytes } from '../crypto/random.ts';
 import {
   type KeyblockHeader,
-  registersRoot,
+  keyblockTxRoot,
   searchNonce,
   signKeyblock,
 } from '../ledger/keyblock.ts';
@@ -26,7 +26,7 @@ import {
   node,
   pinnedNode,
 } from '../ledger/keyblock-tree.ts';
-import type { Bytes, InstitutionIndex, Keyblock, RegisterTx } from '../ledger/types.ts';
+import type { AdmitTx, Bytes, InstitutionIndex, Keyblock, RegisterTx } from '../ledger/types.ts';
 
 export interface MiningOpts {
   /** Off: this institution mines nothing (it still pins what others mine). */
@@ -67,7 +67,7 @@ export function miningJob(
       height: req.height,
       prev: head.hash,
       i2Link: req.i2Link,
-      txRoot: registersRoot([]),
+      txRoot: keyblockTxRoot([]),
       miner,
       time: 0,
       target: req.target,
@@ -77,7 +77,7 @@ export function miningJob(
 }
 
 /**
- * The keyblock for a nonce found for `job`: the register txs, a time after its parent's and no
+ * The keyblock for a nonce found for `job`: the register and admit txs, a time after its parent's and no
  * earlier than `now`, and the miner's signature. Throws WRONG_PARENT if the parent left the tree.
  */
 export function assembleKeyblock(
@@ -87,15 +87,16 @@ export function assembleKeyblock(
   registers: readonly RegisterTx[],
   signer: { readonly chainId: string; readonly secret: Bytes; readonly random?: RandomBytes },
   now: number,
+  admits: readonly AdmitTx[] = [],
 ): Keyblock {
   const parent = node(tree, job.parentId);
   const header: KeyblockHeader = {
     ...job.header,
-    txRoot: registersRoot(registers),
+    txRoot: keyblockTxRoot(registers, admits),
     time: Math.max(now, parent.time + 1),
     nonce,
   };
-  return signKeyblock(signer.chainId, header, registers, signer.secret, signer.random);
+  return signKeyblock(signer.chainId, header, registers, signer.secret, signer.random, admits);
 }
 
 export interface MinerPorts {

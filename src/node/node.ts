@@ -27,8 +27,14 @@ import { isLedgerError, type Verdict } from '../ledger/errors.ts';
 import { evidenceCulprit } from '../ledger/evidence.ts';
 import { headNode, pinnedNode } from '../ledger/keyblock-tree.ts';
 import { pinnedReputations } from '../ledger/replica.ts';
-import type { Bundle, InstitutionIndex, RegisterTx } from '../ledger/types.ts';
-import { createP2pNode, type P2pEvent, type P2pNode, type RecordHandler } from '../p2p/index.ts';
+import type { AdmitTx, Bundle, InstitutionIndex, Member, RegisterTx } from '../ledger/types.ts';
+import {
+  createP2pNode,
+  type P2pEvent,
+  type P2pNode,
+  type PeerEntry,
+  type RecordHandler,
+} from '../p2p/index.ts';
 import type { LedgerStore } from '../store/ledger-store.ts';
 import { Chain, type KeyblockPin, type PinnedBatch } from './chain.ts';
 import type { NodeConfig } from './config.ts';
@@ -89,6 +95,14 @@ export interface SpchainNode {
    * full pool.
    */
   submitRegister(tx: RegisterTx): Verdict;
+  /**
+   * Takes an admit tx (a new member approved by more than 2/3 of the members; membership.ts) to
+   * carry in a keyblock this institution mines. Refused when it is not valid against the pinned
+   * members, or is waiting already.
+   */
+  submitAdmit(tx: AdmitTx): Verdict;
+  /** The members as of the pinned keyblock: the genesis members, then those admitted since. */
+  members(): readonly Member[];
   /**
    * Takes a signed bundle (from this institution's sidecar): into the mempool, then to the network.
    * The verdict says whether the mempool took it; a refused bundle is not sent.
@@ -156,7 +170,32 @@ export async function startNode(opts: NodeOpts): Promise<SpchainNode> {
     const wal = await ConsensusWal.open(config.dataDir, walOpts, 'batch');
     const keyblockWal = await ConsensusWal.open(config.dataDir, walOpts, 'keyblock');
     const queue = new SerialQueue(MAX_QUEUED_INPUTS);
-    const known = new Set(config.peers.map((p) => p.index).filter((i) => i !== self));
+    /**
+     * The peers list: the peers file, then the members admitted after genesis as the keyblocks
+     * admitting them say (so a new member needs no edit of every peers file).
+     */
+    const currentPeers = (): PeerEntry[] => {
+      const listed = new Map(config.peers.map((p) => [p.index, p]));
+      for (const [index, peer] of chain.admittedPeers()) {
+        if (!listed.has(index)) listed.set(index, { index, ...peer });
+      }
+      return [...listed.values()];
+    };
+    /** Whom peers are verified against: the pinned members, and this one until it is pinned. */
+    const currentMembers = () => {
+      const { roster } = chain;
+      const own = config.admission?.member;
+      const members =
+        own === undefined || roster.some((m) => m.index === own.index) ? roster : [...roster, own];
+      return { chainId: genesis.chainId, members };
+    };
+    /** The other members this node sends to. */
+    const known = new Set<InstitutionIndex>();
+    const refreshKnown = () => {
+      known.clear();
+      for (const p of currentPeers()) if (p.index !== self) known.add(p.index);
+    };
+    refreshKnown();
     let p2p: P2pNode | null = null;
     let stopping: Promise<void> | null = null;
     let pinnedTxs = 0;
@@ -219,10 +258,15 @@ export async function startNode(opts: NodeOpts): Promise<SpchainNode> {
         hash: toHex(p.hash),
         miner: p.keyblock.miner,
         registers: p.keyblock.registers.length,
+        admitted: p.keyblock.admits.map((a) => a.member.index),
         round: p.certificate.round,
         via,
       });
       keyblocks.pinned(p.keyblock);
+      if (p.keyblock.admits.length > 0) {
+        refreshKnown();
+        p2p?.setPeers(currentPeers(), currentMembers());
+      }
       // A batch proposal anchored to this keyblock may be held for it.
       consensus.wake();
     };
@@ -473,10 +517,10 @@ export async function startNode(opts: NodeOpts): Promise<SpchainNode> {
     };
 
     p2p = await createP2pNode({
-      chain: genesis,
+      chain: currentMembers(),
       self,
       peerKeySeed: config.keys.peerSeed,
-      peers: config.peers,
+      peers: currentPeers(),
       listen: config.listen,
       limits: config.p2p,
       now,
@@ -625,6 +669,11 @@ export async function startNode(opts: NodeOpts): Promise<SpchainNode> {
         if (stopping !== null) throw new NodeError('STOPPED', 'node is stopping');
         return keyblocks.submitRegister(tx);
       },
+      submitAdmit: (tx) => {
+        if (stopping !== null) throw new NodeError('STOPPED', 'node is stopping');
+        return keyblocks.submitAdmit(tx);
+      },
+      members: () => chain.roster,
       stats,
       stop,
     };

@@ -75,8 +75,12 @@ export interface P2pNode {
   /** Members known to subscribe to a topic. */
   topicPeers(topic: TopicName): InstitutionIndex[];
   refusedPeers(): readonly RefusedPeer[];
-  /** Replaces the peers list (membership change); peers no longer listed are disconnected. */
-  setPeers(peers: readonly PeerEntry[]): void;
+  /**
+   * Replaces the peers list (membership change), verified against `chain` when given (the
+   * members now, genesis members and those admitted since); peers no longer listed are
+   * disconnected, new ones dialled.
+   */
+  setPeers(peers: readonly PeerEntry[], chain?: Pick<Genesis, 'chainId' | 'members'>): void;
   /**
    * Fault tests only (src/node/faults.ts): while on, every connection is dropped and every peer
    * refused in both directions, as if the network were cut; off, the peers are dialled again.
@@ -146,8 +150,9 @@ export async function createP2pNode(opts: P2pNodeOpts): Promise<P2pNode> {
   });
 
   let verified: VerifiedPeers = { byPeerId: new Map(), byIndex: new Map(), refused: [] };
+  let chain = opts.chain;
   const applyPeers = (peers: readonly PeerEntry[]) => {
-    const v = verifyPeers(opts.chain, peers);
+    const v = verifyPeers(chain, peers);
     const own = v.byIndex.get(opts.self);
     if (own !== undefined && own.peerId !== selfId) {
       throw new P2pError(
@@ -303,8 +308,9 @@ export async function createP2pNode(opts: P2pNodeOpts): Promise<P2pNode> {
         .filter((m): m is number => m !== undefined)
         .sort((a, b) => a - b),
     refusedPeers: () => verified.refused,
-    setPeers(peers) {
+    setPeers(peers, members) {
       live();
+      if (members !== undefined) chain = members;
       applyPeers(peers);
       for (const c of libp2p.getConnections()) {
         const id = c.remotePeer.toString();

@@ -47,7 +47,16 @@ describe('node config', () => {
   });
 
   const cases: [string, (c: Record<string, unknown>) => void, RegExp][] = [
-    ['an index outside the genesis', (c) => (c.index = 7), /index must be an integer in \[0, 1\]/],
+    [
+      'an index outside the genesis without an admission',
+      (c) => (c.index = 7),
+      /index 7 is not a genesis member \(0-1\); an institution admitted later needs admissionFile/,
+    ],
+    [
+      'an admission file for a genesis member',
+      (c) => (c.admissionFile = 'admission.json'),
+      /admissionFile is only for institutions admitted after genesis/,
+    ],
     ['a missing field', (c) => delete c.dataDir, /dataDir is missing/],
     ['an unknown field', (c) => (c.listenAddress = 'x'), /listenAddress is not a known field/],
     [
