@@ -20,8 +20,11 @@ import { existsSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { equalBytes, toHex } from '../crypto/bytes.ts';
-import { parseKeyFile } from '../crypto/keyfile.ts';
+import { openKeyFileAsync, parseKeyFile } from '../crypto/keyfile.ts';
 import { systemRandom } from '../crypto/random.ts';
+import { signAdmitRequest } from '../ledger/membership.ts';
+import type { AdmitTx, Member } from '../ledger/types.ts';
+import { formatAdmissionFile } from '../node/admission-file.ts';
 import { readNodeConfig } from '../node/config.ts';
 import { parseGenesisFile } from '../node/genesis-file.ts';
 import { generateInstitutionKeys, openInstitutionKeys, sealInstitutionKeys } from '../node/keys.ts';
@@ -53,6 +56,11 @@ export interface InitOpts {
   readonly listen?: string;
   /** Replace an existing config.json. */
   readonly force?: boolean;
+  /**
+   * For keys that are not a genesis member: the index to ask the members to admit them at (the
+   * next free one); an admission request is written for the members to approve.
+   */
+  readonly index?: number;
   readonly env: Env;
   readonly print: Print;
 }
@@ -74,6 +82,7 @@ export function institutionPaths(dir: string) {
     genesis: join(dir, 'genesis.json'),
     peers: join(dir, 'peers.json'),
     peer: join(dir, 'peer.json'),
+    admission: join(dir, 'admission.json'),
     config: join(dir, 'config.json'),
     data: join(dir, 'data'),
   };
@@ -134,11 +143,12 @@ async function makeKeys(o: InitOpts, paths: ReturnType<typeof institutionPaths>)
   o.print(`public part for the genesis ceremony: ${paths.member}`);
 }
 
-/** The member index whose signing key is the key file's. */
+/** The member index whose signing key is the key file's (or `admitAs`, for an admission). */
 function memberIndex(
   genesis: ReturnType<typeof parseGenesisFile>['genesis'],
   keyText: string,
   source: string,
+  admitAs: number | undefined,
 ): number {
   let signing: Uint8Array | undefined;
   try {
@@ -147,12 +157,23 @@ function memberIndex(
     throw new Error(`${source} is not a key file: ${(err as Error).message}`);
   }
   const m = genesis.members.find((x) => signing !== undefined && equalBytes(x.signingKey, signing));
-  if (m === undefined) {
+  if (m !== undefined) {
+    if (admitAs !== undefined) {
+      throw new Error(`the keys in ${source} are member ${m.index} already: drop --index`);
+    }
+    return m.index;
+  }
+  if (admitAs === undefined) {
     throw new Error(
-      `the keys in ${source} are not a member of network ${genesis.chainId}: send member.json to the genesis ceremony first`,
+      `the keys in ${source} are not a member of network ${genesis.chainId}: send member.json to the genesis ceremony, or pass --index <the next member index> to ask the members to admit them`,
     );
   }
-  return m.index;
+  if (admitAs < genesis.members.length) {
+    throw new Error(
+      `--index ${admitAs} is a genesis member's; the next index is at least ${genesis.members.length}`,
+    );
+  }
+  return admitAs;
 }
 
 /** Step 2: the config for the genesis, checked by loading it as the node would. */
@@ -168,12 +189,17 @@ async function joinNetwork(
   const { genesis } = parseGenesisFile(genesisText, o.genesis!);
   const keySource = o.keyFile ?? paths.keyFile;
   const keyText = await readText(keySource, 'the key file');
-  const index = memberIndex(genesis, keyText, keySource);
+  const index = memberIndex(genesis, keyText, keySource, o.index);
   const pass = await passphraseOf(o, paths);
   if (pass === undefined) {
     throw new Error('no passphrase: pass --passphrase-file or --passphrase-env for the key file');
   }
-  const keys = await openInstitutionKeys(keyText, pass.passphrase, genesis, index, keySource);
+  const admitted = index >= genesis.members.length;
+  const self: Member | undefined = admitted
+    ? await newMember(keyText, pass.passphrase, index, o.name, keySource)
+    : undefined;
+  const known = self === undefined ? genesis : { ...genesis, members: [...genesis.members, self] };
+  const keys = await openInstitutionKeys(keyText, pass.passphrase, known, index, keySource);
 
   let peers: PeerEntry[];
   try {
@@ -182,7 +208,7 @@ async function joinNetwork(
     throw new Error(`${o.peers} is not a peers file: ${(err as Error).message}`);
   }
   const peerId = await peerIdFromSeed(keys.peerSeed);
-  const own = verifyPeers(genesis, peers).byIndex.get(index);
+  const own = verifyPeers(known, peers).byIndex.get(index);
   const listen = o.listen ?? own?.multiaddr.replace(/\/p2p\/[^/]+$/, '');
   if (listen === undefined) {
     throw new Error(`the peers file has no entry for member ${index}: pass --listen <multiaddr>`);
@@ -196,7 +222,11 @@ async function joinNetwork(
     };
     peers = [...peers.filter((p) => p.index !== index), entry];
     await writeFile(paths.peer, `${JSON.stringify(peersToJson([entry]), null, 2)}\n`);
-    o.print(`this member's signed peers entry: ${paths.peer} (add it to the others' peers files)`);
+    if (!admitted) {
+      o.print(
+        `this member's signed peers entry: ${paths.peer} (add it to the others' peers files)`,
+      );
+    }
   }
 
   if (keySource !== paths.keyFile) {
@@ -211,8 +241,24 @@ async function joinNetwork(
   }
   if (resolve(o.genesis!) !== resolve(paths.genesis)) await writeFile(paths.genesis, genesisText);
   await writeFile(paths.peers, `${JSON.stringify(peersToJson(peers), null, 2)}\n`);
+  if (self !== undefined) {
+    const entry = peers.find((p) => p.index === index)!;
+    const peer = { peerId: entry.peerId, multiaddr: entry.multiaddr, binding: entry.binding };
+    const tx: AdmitTx = {
+      type: 'admit',
+      member: self,
+      peer,
+      proof: signAdmitRequest(genesis.chainId, self, peer, keys.signingSecret, systemRandom),
+      approvals: [],
+    };
+    await writeFile(paths.admission, formatAdmissionFile({ chainId: genesis.chainId, tx }));
+    o.print(
+      `admission request: ${paths.admission}; more than 2/3 of the members approve it (spchain member approve), then one submits it (spchain member submit)`,
+    );
+  }
   const config = {
     index,
+    ...(self === undefined ? {} : { admissionFile: 'admission.json' }),
     genesisFile: 'genesis.json',
     peersFile: 'peers.json',
     keyFile: 'institution.key.json',
@@ -225,7 +271,7 @@ async function joinNetwork(
   await writeFile(paths.config, `${JSON.stringify(config, null, 2)}\n`);
   await mkdir(paths.data, { recursive: true, mode: 0o700 });
   const checked = await readNodeConfig(paths.config, o.env);
-  const member = genesis.members.find((m) => m.index === index)!;
+  const member = known.members.find((m) => m.index === index)!;
   o.print(
     `institution ${index} (${member.name}) of network ${genesis.chainId}: ${paths.config} is valid`,
   );
@@ -234,6 +280,35 @@ async function joinNetwork(
     `start it with: spchain start --node-config ${paths.config} --data-dir ${join(o.dir, 'sidecar')}`,
   );
   return { keyFile: paths.keyFile, config: paths.config, index };
+}
+
+/** The Member an admission names: the key file's public keys at `index`, under `name`. */
+async function newMember(
+  keyText: string,
+  passphrase: string,
+  index: number,
+  name: string | undefined,
+  source: string,
+): Promise<Member> {
+  const contents = await openKeyFileAsync(keyText, passphrase).catch((err: Error) => {
+    throw new Error(`${source}: ${err.message}`);
+  });
+  const label = name ?? contents.label;
+  if (label === undefined || label === '') {
+    throw new Error('--name is required: the name the members will know this institution by');
+  }
+  const pub = (k: 'signing' | 'chameleon' | 'pre') => {
+    const v = contents.publicKeys[k];
+    if (v === undefined) throw new Error(`${source}: public.${k} is missing`);
+    return v;
+  };
+  return {
+    index,
+    name: label,
+    signingKey: pub('signing'),
+    chameleonKey: pub('chameleon'),
+    preKey: pub('pre'),
+  };
 }
 
 export async function initInstitution(o: InitOpts): Promise<InitResult> {

@@ -5,6 +5,7 @@
  * through exitOverride). The work is done in the modules beside this one:
  *
  *   init       an institution's keys, and its node config for a network's genesis (init.ts)
+ *   member     approve | submit an institution's admission to a running network (member.ts)
  *   start      the sidecar (src/main.ts, as `npm start` runs it), in this terminal
  *   peers      the institutions, reputation and consensus group a sidecar sees (status.ts)
  *   status     the anchoring of a record tx, or of a record's versions (status.ts)
@@ -96,9 +97,14 @@ export function buildProgram(io: ProgramIo, done: (ok: boolean) => void): Comman
     .option('--passphrase-env <NAME>', 'a variable holding the passphrase (the config names it)')
     .option('--listen <multiaddr>', "this node's libp2p address (default: its peers entry)")
     .option('--force', 'replace an existing config.json')
+    .option(
+      '--index <n>',
+      'for keys not in the genesis: ask the members to admit them at this (the next) index',
+      intOption('index', 1, 1023),
+    )
     .addHelpText(
       'after',
-      '\nFirst run without --genesis: keys are made and member.json is written for the genesis\nceremony. Then run with --genesis and --peers: config.json is written and checked.',
+      '\nFirst run without --genesis: keys are made and member.json is written for the genesis\nceremony. Then run with --genesis and --peers: config.json is written and checked.\nJoining a running network instead: run with --genesis, --peers and --index; admission.json\nis written for the members to approve (spchain member approve) and submit.',
     )
     .action(async (o: Record<string, string | undefined>) => {
       const given = (k: string) => (o[k] === undefined ? {} : { [k]: o[k] });
@@ -113,11 +119,35 @@ export function buildProgram(io: ProgramIo, done: (ok: boolean) => void): Comman
         ...given('passphraseEnv'),
         ...given('listen'),
         force: (o.force as unknown) === true,
+        ...(o.index === undefined ? {} : { index: o.index as unknown as number }),
         env: io.env,
         print: io.out,
       });
       done(true);
     });
+
+  const member = program
+    .command('member')
+    .description('admit an institution to a running network (after spchain init --index)');
+  for (const [name, what] of [
+    ['approve', "add this member's approval to an admission request"],
+    ['submit', "put an approved admission request in this member's node inbox"],
+  ] as const) {
+    member
+      .command(name)
+      .description(what)
+      .requiredOption(
+        '--admission <admission.json>',
+        'the admission request (spchain init --index)',
+      )
+      .requiredOption('--node-config <config.json>', "this member's node config")
+      .action(async (o: { admission: string; nodeConfig: string }) => {
+        const m = await import('./member.ts');
+        const run = name === 'approve' ? m.approveAdmissionFile : m.submitAdmissionFile;
+        await run({ ...o, env: io.env, print: io.out });
+        done(true);
+      });
+  }
 
   program
     .command('start')

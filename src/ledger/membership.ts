@@ -130,6 +130,32 @@ export function admitHash(tx: AdmitTx): Bytes {
   return ledgerHash('admit', encodeAdmit(tx));
 }
 
+/** Whether the request is well formed and signed by the member it names (approvals unchecked). */
+export function checkAdmitRequest(
+  chainId: string,
+  roster: readonly Member[],
+  tx: AdmitTx,
+): Verdict {
+  const problem = memberProblem(tx.member, roster) ?? peerProblem(tx.peer);
+  if (problem !== null) {
+    return reject('MALFORMED', `admit tx for member ${tx.member.index}: ${problem}`);
+  }
+  if (
+    !verify(
+      tx.member.signingKey,
+      REQUEST_DOMAIN,
+      admitMessage(chainId, tx.member, tx.peer),
+      tx.proof,
+    )
+  ) {
+    return reject(
+      'BAD_SIGNATURE',
+      `admit tx for member ${tx.member.index} is not signed by its key`,
+    );
+  }
+  return OK;
+}
+
 /** The index the next admitted member gets: one past the highest so far (never reused). */
 export function nextMemberIndex(roster: readonly Member[]): InstitutionIndex {
   let max = -1;
@@ -174,16 +200,9 @@ export function checkAdmits(
         ),
       );
     }
-    const problem = memberProblem(member, next) ?? peerProblem(peer);
-    if (problem !== null) {
-      return fail(reject('MALFORMED', `admit tx for member ${member.index}: ${problem}`));
-    }
+    const request = checkAdmitRequest(chainId, next, tx);
+    if (!request.ok) return fail(request);
     const message = admitMessage(chainId, member, peer);
-    if (!verify(member.signingKey, REQUEST_DOMAIN, message, tx.proof)) {
-      return fail(
-        reject('BAD_SIGNATURE', `admit tx for member ${member.index} is not signed by its key`),
-      );
-    }
     let last = -1;
     for (const a of tx.approvals) {
       const approver = byIndex.get(a.member);

@@ -107,6 +107,14 @@ export type KeyblockEvent =
       readonly admits: number;
     }
   | {
+      /** An admission file of the inbox (admission-inbox.ts) was refused, or its member pinned. */
+      readonly event: 'admission';
+      readonly file: string;
+      readonly member: InstitutionIndex | null;
+      readonly outcome: 'refused' | 'admitted';
+      readonly reason?: string;
+    }
+  | {
       readonly event: 'keyblock';
       readonly height: number;
       readonly hash: string;

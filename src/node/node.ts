@@ -36,6 +36,7 @@ import {
   type RecordHandler,
 } from '../p2p/index.ts';
 import type { LedgerStore } from '../store/ledger-store.ts';
+import { inboxDir, scanAdmissionInbox } from './admission-inbox.ts';
 import { Chain, type KeyblockPin, type PinnedBatch } from './chain.ts';
 import type { NodeConfig } from './config.ts';
 import { Consensus, type ConsensusPorts } from './consensus.ts';
@@ -129,6 +130,8 @@ function errorText(err: unknown): string {
 
 /** Own bundles held longer than this without being pinned are sent again, directly. */
 const RESEND_MS = 2000;
+/** How often the admission inbox is read. */
+const ADMISSION_SCAN_MS = 2000;
 const MAX_RESEND = 256;
 const MAX_QUEUED_INPUTS = 1024;
 /** Keyblocks with an unknown parent held at most. */
@@ -595,6 +598,23 @@ export async function startNode(opts: NodeOpts): Promise<SpchainNode> {
       }
     }, RESEND_MS);
     closers.push(() => clearInterval(resend));
+
+    // Admission files the operator submitted (spchain member submit), for keyblocks mined here.
+    let scanning = false;
+    const inbox = setInterval(() => {
+      if (scanning || stopping !== null) return;
+      scanning = true;
+      void scanAdmissionInbox({
+        dir: inboxDir(config.dataDir),
+        chainId: genesis.chainId,
+        members: () => chain.roster,
+        submit: (tx) => keyblocks.submitAdmit(tx),
+        report: (e) => emit({ event: 'admission', ...e }),
+      }).finally(() => {
+        scanning = false;
+      });
+    }, ADMISSION_SCAN_MS);
+    closers.push(() => clearInterval(inbox));
 
     const load =
       config.load === null
