@@ -107,7 +107,8 @@ function readParams(f: FieldReader, value: unknown, members: number): ChainParam
     initialTarget,
     retargetWindow: int('retargetWindow', 1),
     chunkSize: int('chunkSize', 1),
-    groupSize: int('groupSize', 1, members),
+    // Up to MAX_MEMBERS: members admitted later may take the seats the genesis members leave.
+    groupSize: int('groupSize', 1, MAX_MEMBERS),
     reputationA: int('reputationA', 0),
     reputationLambda: int('reputationLambda', 1),
     minFee: int('minFee', 0),

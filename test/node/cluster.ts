@@ -173,6 +173,13 @@ export class Cluster {
     this.nodes[i]!.start(this.onLine);
   }
 
+  /** Adds (not starts) the node of another config, e.g. an institution admitted later. */
+  add(configPath: string): NodeProc {
+    const proc = new NodeProc(this.nodes.length, configPath);
+    this.nodes.push(proc);
+    return proc;
+  }
+
   startAll(): void {
     for (let i = 0; i < this.nodes.length; i++) this.start(i);
   }
