@@ -105,7 +105,7 @@ describe('node config', () => {
     const path = join(dir, 'bad-genesis.json');
     writeFileSync(path, JSON.stringify(genesis));
     await expect(loadWith((c) => (c.genesisFile = '../bad-genesis.json'))).rejects.toThrow(
-      /bad-genesis\.json: params\.groupSize must be an integer in \[1, 2\]/,
+      /bad-genesis\.json: params\.groupSize must be an integer in \[1, 1024\], got 0/,
     );
   });
 });
