@@ -8,7 +8,7 @@
  * An event names the agent (the authorised client), the resources touched (`Type/id/_history/v`)
  * and their patients (`Patient/id`): references, never identifiers, names or content.
  *
- *   ae  be48(ms) || 10 random bytes            -> the AuditEvent (JSON, sealed)
+ *   ae  be48(ms) || be32(seq) || 6 random bytes -> the AuditEvent (JSON, sealed)
  *   ap  (`Patient/id`) || event key            -> (empty)
  *   an  (`Type/id`) || event key               -> (empty)
  */
@@ -91,6 +91,8 @@ export class AuditLog {
   private readonly spaces: Record<keyof typeof AUDIT_SPACES, Sublevel>;
   private readonly db: Db;
   private readonly observer: string;
+  private lastMs = 0;
+  private seq = 0;
 
   /** `observer`: how this sidecar names itself in AuditEvent.source (e.g. its institution). */
   constructor(db: Db, observer: string) {
@@ -105,9 +107,16 @@ export class AuditLog {
 
   /** Stages the event of `input` (and its index entries) into `ops`. */
   stage(ops: WriteOp[], input: AuditInput): AuditEvent {
+    // Time, then a counter within the millisecond, so that the events of one sidecar list in the
+    // order they were staged (a read right after a write is newer even in the same millisecond),
+    // then random bytes (keys stay unique across restarts and stores).
+    const ms = Math.max(input.now, this.lastMs);
+    this.seq = ms === this.lastMs ? this.seq + 1 : 0;
+    this.lastMs = ms;
     const key = new Uint8Array(EVENT_KEY_BYTES);
-    key.set(be(input.now, 6, 'audit time'));
-    key.set(randomBytes(EVENT_KEY_BYTES - 6), 6);
+    key.set(be(ms, 6, 'audit time'));
+    key.set(be(this.seq, 4, 'audit sequence'), 6);
+    key.set(randomBytes(EVENT_KEY_BYTES - 10), 10);
     const event = this.eventOf(toHex(key), input);
     ops.push({
       type: 'put',

@@ -69,6 +69,7 @@ import { audited } from '../fhir/audited.ts';
 import { fail, type IssueType, OutcomeError } from '../fhir/outcome.ts';
 import type { RequestContext } from '../fhir/transaction.ts';
 import { decode, encode, type Reader } from '../ledger/codec.ts';
+import { rosterLookup } from '../ledger/membership.ts';
 import type { Bytes, InstitutionIndex, Member } from '../ledger/types.ts';
 import type { PatientLedger } from '../sidecar/patients.ts';
 import { prefixRange } from '../sidecar/share-grants.ts';
@@ -124,7 +125,8 @@ export interface AccessPolicy {
 export interface AccessRequestRoutesDeps {
   readonly chainId: string;
   readonly institution: { readonly index: InstitutionIndex; readonly name: string };
-  readonly members: readonly Member[];
+  /** The members now: the genesis members and those admitted since. */
+  readonly members: () => readonly Member[];
   readonly ledger: PatientLedger;
   readonly db: Db;
   readonly audit: AuditLog;
@@ -356,7 +358,7 @@ export function registerAccessRequestRoutes(
   const now = deps.now ?? Date.now;
   const random = deps.random ?? systemRandom;
   const store = new AccessRequestStore(deps.db);
-  const members = new Map(deps.members.map((m) => [m.index, m]));
+  const memberOf = rosterLookup(deps.members);
   const auth = { chainId: deps.chainId, ledger: deps.ledger, now };
   const maxPending = deps.maxPending ?? MAX_PENDING_ACCESS_REQUESTS;
   /** One request or decision per patient at a time (the pending bound, single use of nonces). */
@@ -468,7 +470,7 @@ export function registerAccessRequestRoutes(
     const checked = checkAccessRequest(doc, {
       chainId: deps.chainId,
       now: now(),
-      signingKeyOf: (i) => members.get(i)?.signingKey,
+      signingKeyOf: (i) => memberOf(i)?.signingKey,
     });
     if (!checked.ok) {
       const field =
@@ -544,7 +546,7 @@ export function registerAccessRequestRoutes(
         requests: requests.reverse().map((a) => ({
           id: toHex(a.id),
           institution: a.institution,
-          name: members.get(a.institution)?.name ?? `institution ${a.institution}`,
+          name: memberOf(a.institution)?.name ?? `institution ${a.institution}`,
           reputation: a.reputation,
           reputationNow: current.get(a.institution) ?? 0,
           purpose: a.purpose,

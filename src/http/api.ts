@@ -21,7 +21,8 @@ import type { ValidationResult } from '../fhir/validate.ts';
 import type { InstitutionSecrets } from '../ledger/author.ts';
 import type { Verdict } from '../ledger/errors.ts';
 import type { IdHashCost } from '../ledger/idhash.ts';
-import type { Bytes, Genesis, RegisterTx, Bundle as TxBundle } from '../ledger/types.ts';
+import { rosterLookup } from '../ledger/membership.ts';
+import type { Bytes, Genesis, Member, RegisterTx, Bundle as TxBundle } from '../ledger/types.ts';
 import type { FhirMapping } from '../mapping/mapping.ts';
 import type { SidecarCore } from '../sidecar/core.ts';
 import type { PatientLedger } from '../sidecar/patients.ts';
@@ -45,6 +46,8 @@ export interface FhirApiParts {
   readonly core: Pick<SidecarCore, 'store' | 'patients' | 'ingestor' | 'anchorer' | 'txLog'>;
   readonly ledger: PatientLedger;
   readonly genesis: Pick<Genesis, 'chainId' | 'idHashKey' | 'members' | 'params'>;
+  /** The members now (the node's pinned roster); default: the genesis members. */
+  readonly roster?: () => readonly Member[];
   /** This institution: its member index and name. */
   readonly institution: { readonly index: number; readonly name: string };
   readonly submitRegister: (tx: RegisterTx) => Verdict;
@@ -130,7 +133,8 @@ export function createFhirApi(p: FhirApiParts): FhirApi {
     },
     p.transaction,
   );
-  const members = new Map(p.genesis.members.map((m) => [m.index, m]));
+  const roster = p.roster ?? (() => p.genesis.members);
+  const memberOf = rosterLookup(roster);
   const reads = new PatientReads({
     lookup: new PatientLookup({
       resources,
@@ -148,7 +152,7 @@ export function createFhirApi(p: FhirApiParts): FhirApi {
       ...(p.sharing ? { shared: p.sharing } : {}),
       anchorStatus,
       institution: p.institution,
-      memberName: (i) => members.get(i)?.name,
+      memberName: (i) => memberOf(i)?.name,
       ...(p.now ? { now: p.now } : {}),
     }),
     audit,
@@ -161,7 +165,7 @@ export function createFhirApi(p: FhirApiParts): FhirApi {
       : new LeafAuthor({
           chainId: p.genesis.chainId,
           self: p.leafAuthor.keys,
-          members: (i) => members.get(i),
+          members: memberOf,
           ledger: p.ledger,
           submitBundle: p.leafAuthor.submitBundle,
           fee: p.genesis.params.minFee,
@@ -214,7 +218,7 @@ export function createFhirApi(p: FhirApiParts): FhirApi {
       registerPatientRoutes(server, {
         chainId: p.genesis.chainId,
         institution: p.institution,
-        members: p.genesis.members,
+        members: roster,
         minFee: p.genesis.params.minFee,
         ...(p.connectedPeers ? { connectedPeers: p.connectedPeers } : {}),
         idHashKey: p.genesis.idHashKey,
@@ -237,7 +241,7 @@ export function createFhirApi(p: FhirApiParts): FhirApi {
       registerShareLinkRoutes(server, {
         chainId: p.genesis.chainId,
         institution: p.institution,
-        members: p.genesis.members,
+        members: roster,
         ledger: p.ledger,
         db,
         audit,
@@ -251,7 +255,7 @@ export function createFhirApi(p: FhirApiParts): FhirApi {
       registerAccessRequestRoutes(server, {
         chainId: p.genesis.chainId,
         institution: p.institution,
-        members: p.genesis.members,
+        members: roster,
         ledger: p.ledger,
         db,
         audit,

@@ -322,7 +322,8 @@ export interface PatientRecordJson {
 export interface PatientRoutesDeps {
   readonly chainId: string;
   readonly institution: { readonly index: InstitutionIndex; readonly name: string };
-  readonly members: readonly Member[];
+  /** The members now: the genesis members and those admitted since. */
+  readonly members: () => readonly Member[];
   /** The network's minimum tx fee (genesis params), which a register tx must offer. */
   readonly minFee: number;
   readonly idHashKey: Bytes;
@@ -523,7 +524,7 @@ export function registerPatientRoutes(app: FastifyInstance, deps: PatientRoutesD
       self: deps.institution.index,
       chainId: deps.chainId,
       minFee: deps.minFee,
-      institutions: deps.members.map((m) => {
+      institutions: deps.members().map((m) => {
         const url = deps.directory?.get(m.index);
         return {
           index: m.index,
@@ -566,7 +567,7 @@ export function registerPatientRoutes(app: FastifyInstance, deps: PatientRoutesD
       if (query.after !== undefined || query.count !== undefined) {
         throw fail(400, 'required', 'after and count page the records of one holder', 'holder');
       }
-      const names = new Map(deps.members.map((m) => [m.index, m.name]));
+      const names = new Map(deps.members().map((m) => [m.index, m.name]));
       return reply.send({
         holders: block.leaves
           .filter((l) => l.seq > 0)

@@ -43,6 +43,7 @@ import { audited } from '../fhir/audited.ts';
 import { fail, type IssueType, OutcomeError } from '../fhir/outcome.ts';
 import type { RequestContext } from '../fhir/transaction.ts';
 import { decode, encode } from '../ledger/codec.ts';
+import { rosterLookup } from '../ledger/membership.ts';
 import type { Microblock } from '../ledger/microblock.ts';
 import type { Bytes, InstitutionIndex, Member } from '../ledger/types.ts';
 import type { PatientLedger } from '../sidecar/patients.ts';
@@ -71,7 +72,8 @@ export interface RedeemAnswer {
 export interface ShareLinkRoutesDeps {
   readonly chainId: string;
   readonly institution: { readonly index: InstitutionIndex; readonly name: string };
-  readonly members: readonly Member[];
+  /** The members now: the genesis members and those admitted since. */
+  readonly members: () => readonly Member[];
   readonly ledger: PatientLedger;
   readonly db: Db;
   readonly audit: AuditLog;
@@ -93,7 +95,7 @@ export interface ShareLinkRoutesDeps {
 
 export function registerShareLinkRoutes(app: FastifyInstance, deps: ShareLinkRoutesDeps): void {
   const now = deps.now ?? Date.now;
-  const members = new Map(deps.members.map((m) => [m.index, m]));
+  const memberOf = rosterLookup(deps.members);
   const { consentState, signingSecret } = deps;
   if (consentState !== undefined) registerRedeem(consentState);
   if (signingSecret !== undefined) registerOpen(signingSecret);
@@ -171,7 +173,7 @@ export function registerShareLinkRoutes(app: FastifyInstance, deps: ShareLinkRou
           if (by !== payload.grantee) {
             throw fail(403, 'forbidden', 'this link is for another institution', 'institution');
           }
-          const member = members.get(by);
+          const member = memberOf(by);
           const r = {
             chainId: deps.chainId,
             nonce: payload.nonce,

@@ -169,7 +169,8 @@ export async function startSidecar(o: SidecarOpts): Promise<RunningSidecar> {
   const token = await ehrToken(dataDir, o.ehrToken);
   const config = await readNodeConfig(o.nodeConfig ?? networkPaths(dataDir).config, o.env ?? {});
   const { genesis } = config.genesisFile;
-  const member = genesis.members.find((m) => m.index === config.index)!;
+  // A member admitted after genesis is named by its admission until the node has synced it.
+  const member = genesis.members.find((m) => m.index === config.index) ?? config.admission!.member;
   const minPeers = o.readyMinPeers ?? defaultMinPeers(genesis.members.length);
   if (!Number.isSafeInteger(minPeers) || minPeers < 0) {
     throw new RangeError(`readyMinPeers must be an integer >= 0, got ${o.readyMinPeers}`);
@@ -224,6 +225,7 @@ export async function startSidecar(o: SidecarOpts): Promise<RunningSidecar> {
       store,
       ledger: node.ledger,
       genesis,
+      roster: () => node.members(),
       self: { index: config.index, preKey: config.keys.preKey, preSecret: config.keys.preSecret },
       warn,
     });
@@ -283,6 +285,7 @@ export async function startSidecar(o: SidecarOpts): Promise<RunningSidecar> {
       core,
       ledger: node.ledger,
       genesis,
+      roster: () => node.members(),
       institution: { index: config.index, name: member.name },
       submitRegister: (tx) => node.submitRegister(tx),
       sharing: {

@@ -156,6 +156,25 @@ export function checkAdmitRequest(
   return OK;
 }
 
+/**
+ * A lookup by index over a roster that is replaced, never changed in place, as members are
+ * admitted (the replica's pinned roster): rebuilt only when `roster()` returns another array.
+ */
+export function rosterLookup(
+  roster: () => readonly Member[],
+): (index: InstitutionIndex) => Member | undefined {
+  let seen: readonly Member[] | null = null;
+  let byIndex = new Map<InstitutionIndex, Member>();
+  return (index) => {
+    const now = roster();
+    if (now !== seen) {
+      seen = now;
+      byIndex = new Map(now.map((m) => [m.index, m]));
+    }
+    return byIndex.get(index);
+  };
+}
+
 /** The index the next admitted member gets: one past the highest so far (never reused). */
 export function nextMemberIndex(roster: readonly Member[]): InstitutionIndex {
   let max = -1;

@@ -74,11 +74,15 @@ export type {
   ShareWarningCode,
 } from './share-receiver.ts';
 
+import { rosterLookup } from '../ledger/membership.ts';
+
 export interface SharingOpts {
   readonly store: SidecarStore;
   /** This node's pinned ledger (LedgerStore). */
   readonly ledger: GrantLedger & HolderLedger & ReceiverLedger;
   readonly genesis: Pick<Genesis, 'chainId' | 'members'>;
+  /** The members now (the node's pinned roster); default: the genesis members. */
+  readonly roster?: () => readonly Member[];
   /** This institution: its member index and PRE key pair. */
   readonly self: {
     readonly index: InstitutionIndex;
@@ -105,19 +109,19 @@ export class Sharing {
   readonly recordHandler: ShareRecordHandler;
   private readonly opts: SharingOpts;
   private readonly now: () => number;
-  private readonly members: Map<InstitutionIndex, Member>;
+  private readonly members: (index: InstitutionIndex) => Member | undefined;
   private receiverRef: ShareReceiver | null = null;
   private relay: OwnRecordsRelay | undefined;
 
   constructor(opts: SharingOpts) {
     this.opts = opts;
     this.now = opts.now ?? Date.now;
-    this.members = new Map(opts.genesis.members.map((m) => [m.index, m]));
+    this.members = rosterLookup(opts.roster ?? (() => opts.genesis.members));
     this.grants = new ShareGrants({
       store: opts.store,
       ledger: opts.ledger,
       chainId: opts.genesis.chainId,
-      preKeyOf: (i) => this.members.get(i)?.preKey,
+      preKeyOf: (i) => this.members(i)?.preKey,
     });
     this.holder = new ShareHolder(
       {
@@ -143,7 +147,7 @@ export class Sharing {
         ledger: this.opts.ledger,
         transport,
         self: this.opts.self,
-        members: (i) => this.members.get(i),
+        members: this.members,
         random: this.opts.random,
         warn: this.opts.warn,
       },

@@ -163,7 +163,7 @@ beforeAll(async () => {
         registerPatientRoutes(server, {
           chainId,
           institution: { index: inst.index, name: genesis.members[inst.index]!.name },
-          members: genesis.members,
+          members: () => genesis.members,
           minFee: genesis.params.minFee,
           idHashKey: genesis.idHashKey,
           idHashCost: TEST_ID_COST,

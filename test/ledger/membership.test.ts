@@ -20,6 +20,7 @@ import {
   checkAdmits,
   decodeAdmit,
   encodeAdmit,
+  rosterLookup,
   signAdmitRequest,
 } from '../../src/ledger/membership.ts';
 import {
@@ -125,6 +126,22 @@ describe('admit txs', () => {
       }),
       { numRuns: 300 },
     );
+  });
+});
+
+describe('rosterLookup', () => {
+  it('follows the roster as it is replaced', () => {
+    let roster: readonly Member[] = genesis.members;
+    let calls = 0;
+    const lookup = rosterLookup(() => {
+      calls++;
+      return roster;
+    });
+    expect(lookup(4)).toBeUndefined();
+    expect(lookup(1)?.name).toBe('hospital-1');
+    roster = [...roster, institutions[4]!.member];
+    expect(lookup(4)?.name).toBe('hospital-4');
+    expect(calls).toBe(3);
   });
 });
 

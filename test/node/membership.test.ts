@@ -5,7 +5,8 @@
  * (`spchain member submit`) to its node's inbox; the keyblock admitting it is pinned alike at
  * every node; the new institution's node starts from the genesis file and its admission, syncs
  * the chain, is dialled by the members (none of whose peers files names it), pins what they pin,
- * and mines a keyblock the others pin. A request with a forged approval is refused with the reason.
+ * and mines a keyblock the others pin; all five restart from their stores and go on together. A
+ * request with a forged approval is refused with the reason.
  * Conditions are polled with generous bounds; the processes are killed in afterAll.
  */
 import { readdir, readFile, writeFile } from 'node:fs/promises';
@@ -157,6 +158,28 @@ describe('admitting an institution to a running network', () => {
       cluster,
     );
     expect(cluster.warnings.filter((w) => /PENALISED|BANNED/.test(w))).toEqual([]);
+  }, 300_000);
+
+  it('keeps the admission across a restart of every node', async () => {
+    await cluster.stopAll('SIGTERM');
+    const heights = cluster.nodes.map((n) => n.height);
+    const keyblocks = [0, 1, 2, 3, 4].map(pinnedKeyblock);
+    cluster.startAll();
+    await waitFor(
+      () =>
+        cluster.nodes.every(
+          (n, i) => n.height > heights[i]! && pinnedKeyblock(i) > keyblocks[i]!,
+        ) && cluster.nodes.every((n) => (n.connected() ?? []).length === 4),
+      'all five to reconnect and pin batches and keyblocks again',
+      WAIT_MS,
+      cluster,
+    );
+    // Started again from their stores: member 4 is known from the replayed keyblock alone.
+    const started = cluster.nodes.map((n) => n.lines.findLast((l) => l.event === 'started'));
+    expect(started.every((l) => (l?.keyblockHeight as number) >= keyblocks[0]! - 1)).toBe(true);
+    expect(cluster.fatal).toEqual([]);
+    expect(cluster.conflicts).toEqual([]);
+    expect(cluster.warnings.filter((w) => /PENALISED|BANNED|REFUSED_PEER/.test(w))).toEqual([]);
   }, 300_000);
 });
 
