@@ -314,6 +314,57 @@ export class PatientReads {
   }
 
   /**
+   * `GET /fhir/{type}/{id}/_history` of a shared record served here before: its current version
+   * and the earlier ones its holder served (corrected since), newest first (each version's
+   * meta.source names the holder, and its tags mark a corrected or entered-in-error version);
+   * undefined when nothing was served under that id. As readShared, the holders are asked again.
+   */
+  async readSharedHistory(
+    type: string,
+    id: string,
+    base: string,
+    ctx: RequestContext,
+    guard: ReadGuard,
+  ): Promise<Bundle | undefined> {
+    const served = await this.deps.records.servedAs(type, id);
+    if (served === undefined) return undefined;
+    const what = { kind: 'history', type, id } as const;
+    const bundle = await this.readServed(served.patient, ctx, what, guard, (got) => {
+      const found = got.matches.find(
+        (m) => m.holder !== undefined && m.key[0] === 1 && m.key[1] === type && m.key[2] === id,
+      );
+      if (found === undefined) return undefined;
+      const versions = [
+        { resource: found.resource, reference: found.reference },
+        ...[...(found.earlier ?? [])].reverse(),
+      ];
+      const entry = versions.map(
+        (v, n): BundleEntry => ({
+          fullUrl: `${base}/${type}/${id}`,
+          resource: v.resource,
+          request:
+            n === versions.length - 1
+              ? { method: 'POST', url: type }
+              : { method: 'PUT', url: `${type}/${id}` },
+          response: {
+            status: n === versions.length - 1 ? '201 Created' : '200 OK',
+            etag: `W/"${v.resource.meta?.versionId ?? ''}"`,
+            ...(v.resource.meta?.lastUpdated ? { lastModified: v.resource.meta.lastUpdated } : {}),
+          },
+        }),
+      );
+      const history: Bundle = {
+        resourceType: 'Bundle',
+        type: 'history',
+        total: entry.length,
+        entry,
+      };
+      return { resource: history, targets: [found], versions: versions.map((v) => v.reference) };
+    });
+    return bundle as Bundle;
+  }
+
+  /**
    * `GET /fhir/Provenance/{id}` of a record served here (its id is the record's tx hash, so the
    * same version always has the same one); undefined when no such Provenance was served here.
    * It goes with its targets: the caller must be allowed to read at least one of them.
@@ -339,21 +390,29 @@ export class PatientReads {
   private readServed(
     patientId: string,
     ctx: RequestContext,
-    what: { kind: 'resource'; type: string; id: string } | { kind: 'provenance'; id: string },
+    what:
+      | { kind: 'resource' | 'history'; type: string; id: string }
+      | { kind: 'provenance'; id: string },
     guard: ReadGuard,
-    pick: (got: Collected) => { resource: Resource; targets: readonly ServedMatch[] } | undefined,
+    pick: (
+      got: Collected,
+    ) =>
+      | { resource: Resource; targets: readonly ServedMatch[]; versions?: readonly string[] }
+      | undefined,
   ): Promise<Resource> {
-    const name = what.kind === 'resource' ? `${what.type}/${what.id}` : `Provenance/${what.id}`;
+    const name = what.kind === 'provenance' ? `Provenance/${what.id}` : `${what.type}/${what.id}`;
     const read = audited(
       this.deps.audit,
       {
-        interaction: 'read',
+        interaction: what.kind === 'history' ? 'history-instance' : 'read',
         ctx,
         status: 200,
         entities: (found) =>
           what.kind === 'resource'
             ? [versioned(found.resource)]
-            : [name, ...found.targets.map((m) => m.reference)],
+            : what.kind === 'history'
+              ? [...(found.versions ?? [])]
+              : [name, ...found.targets.map((m) => m.reference)],
         patients: [`Patient/${patientId}`],
         now: this.now,
       },

@@ -41,6 +41,7 @@ import type { AnchorStatus } from '../sidecar/anchor.ts';
 import { decodeResourceKey } from '../sidecar/entries.ts';
 import type { SharedFetch, SharedRecord, ShareWarning } from '../sidecar/share.ts';
 import { prefixRange } from '../sidecar/share-grants.ts';
+import type { SharedRecordVersion } from '../sidecar/share-receiver.ts';
 import type { SidecarStore } from '../sidecar/store.ts';
 import type { Db, Sublevel, WriteOp } from '../store/db.ts';
 import { openSublevel } from '../store/db.ts';
@@ -102,6 +103,16 @@ export interface ServedMatch {
   readonly provenance?: Provenance;
   /** The institution that holds a shared record (absent for this institution's own). */
   readonly holder?: number;
+  /** A shared resource's earlier versions (corrected since), oldest first, served as it is. */
+  readonly earlier?: readonly EarlierVersion[];
+}
+
+/** An earlier version of a shared resource, as `_history` serves it. */
+export interface EarlierVersion {
+  readonly resource: Resource;
+  readonly updated: number;
+  readonly reference: string;
+  readonly provenance: Provenance;
 }
 
 export interface Collected {
@@ -269,7 +280,9 @@ export class PatientRecords {
     context: Map<string, Resource>,
   ): Promise<void> {
     const records = [...fetch.records].sort((a, b) => a.provenance.holder - b.provenance.holder);
-    const seen = await this.firstSeen(records.map((r) => r.provenance.txHash));
+    const seen = await this.firstSeen(
+      records.flatMap((r) => [r, ...r.earlier].map((v) => v.provenance.txHash)),
+    );
     const parts = records.map((r) => ({ r, ...this.split(r) }));
     const ids = await this.ids.assign(
       patient.id,
@@ -285,7 +298,11 @@ export class PatientRecords {
       );
       const targets = served.map((s) => `${s.resourceType}/${String(s.id)}/_history/${r.version}`);
       const provenance = sharedProvenance(r.provenance, targets, iso(updated));
+      const earlier = this.earlierVersions(r, own, seen, patient.id, refs, (res) =>
+        ids.idOf(holderRef(holder, res)),
+      );
       served.forEach((resource, n) => {
+        const versions = earlier.get(String(own[n]!.id));
         matches.push({
           key: [1, resource.resourceType, String(resource.id), holder],
           resource,
@@ -293,6 +310,7 @@ export class PatientRecords {
           reference: targets[n]!,
           provenance,
           holder,
+          ...(versions === undefined ? {} : { earlier: versions }),
         });
       });
       for (const res of others) {
@@ -305,8 +323,41 @@ export class PatientRecords {
     }
   }
 
+  /**
+   * The earlier versions of a record's own resources, by the holder's id of each: every verified
+   * earlier version of the record that still holds a resource of that id, served under the id the
+   * current one has here, oldest first.
+   */
+  private earlierVersions(
+    r: SharedRecord,
+    own: readonly Record<string, unknown>[],
+    seen: ReadonlyMap<string, number>,
+    patientId: string,
+    refs: ReadonlyMap<string, string> | undefined,
+    idOf: (res: Record<string, unknown>) => string,
+  ): Map<string, EarlierVersion[]> {
+    const out = new Map<string, EarlierVersion[]>();
+    if (r.earlier.length === 0) return out;
+    const current = new Map(own.map((res) => [String(res.id), res]));
+    for (const v of r.earlier) {
+      const updated = seen.get(v.provenance.txHash)!;
+      const found = this.split(v).own.filter((res) => current.has(String(res.id)));
+      const served = found.map((res) =>
+        this.served(res, v, updated, patientId, idOf(current.get(String(res.id))!), refs),
+      );
+      const targets = served.map((x) => `${x.resourceType}/${String(x.id)}/_history/${v.version}`);
+      const provenance = sharedProvenance(v.provenance, targets, iso(updated));
+      found.forEach((res, n) => {
+        const list = out.get(String(res.id)) ?? [];
+        list.push({ resource: served[n]!, updated, reference: targets[n]!, provenance });
+        out.set(String(res.id), list);
+      });
+    }
+    return out;
+  }
+
   /** A record's resources: those of the mapping's record types, and the rest (its context). */
-  private split(r: SharedRecord): { own: Record<string, unknown>[]; others: Resource[] } {
+  private split(r: SharedRecordVersion): { own: Record<string, unknown>[]; others: Resource[] } {
     const content = r.resource as Record<string, unknown>;
     const all =
       content.resourceType === 'Bundle' && Array.isArray(content.entry)
@@ -334,7 +385,7 @@ export class PatientRecords {
    */
   private served(
     res: Record<string, unknown>,
-    r: SharedRecord,
+    r: SharedRecordVersion,
     updated: number,
     patientId: string,
     id: string,

@@ -231,14 +231,35 @@ export function registerFhirRoutes(app: FastifyInstance, deps: FhirRoutesDeps): 
 
   app.get<{ Params: IdParams }>('/fhir/:type/:id/_history', ehr, async (req, reply) => {
     const type = storedType(req.params.type);
-    requireAccess(req, readRequest(type, req.params.id));
-    const bundle = await service.history(
-      type,
-      checkId(req.params.id),
-      deps.base(req),
-      contextOf(req),
-    );
-    return sendFhir(reply, 200, bundle);
+    const id = checkId(req.params.id);
+    const ctx = contextOf(req);
+    const request = readRequest(type, id);
+    const access = accessOf(req);
+    const shared = deps.reads?.sharesType(type) ? deps.reads : undefined;
+    if (!decide(access, request).ok) {
+      // As a read by id: a patient's token may read the history of a shared record of its own.
+      const patientToken = access.kind === 'token' && access.patient !== undefined;
+      const found = patientToken
+        ? await shared?.readSharedHistory(type, id, deps.base(req), ctx, readGuard(req, type))
+        : undefined;
+      if (found !== undefined) return sendFhir(reply, 200, found);
+      requireAccess(req, request);
+    }
+    try {
+      return sendFhir(reply, 200, await service.history(type, id, deps.base(req), ctx));
+    } catch (err) {
+      // Not stored here: a shared record served here has the versions its holder served.
+      if (!(err instanceof OutcomeError && err.status === 404) || shared === undefined) throw err;
+      const found = await shared.readSharedHistory(
+        type,
+        id,
+        deps.base(req),
+        ctx,
+        readGuard(req, type),
+      );
+      if (found === undefined) throw notHeldHere(type, id);
+      return sendFhir(reply, 200, found);
+    }
   });
 
   app.get<{ Params: VersionParams }>('/fhir/:type/:id/_history/:vid', ehr, async (req, reply) => {

@@ -133,12 +133,19 @@ export interface SharedProvenance {
   readonly cached: boolean;
 }
 
-export interface SharedRecord extends SharedRecordMeta {
+/** One verified version of a shared record. */
+export interface SharedRecordVersion extends SharedRecordMeta {
   /** The record's FHIR JSON: the resource, or the document (e.g. a collection Bundle) holding it. */
   readonly resource: ParsedResource;
-  /** The current version marks the resource entered-in-error. */
+  /** This version marks the resource entered-in-error. */
   readonly enteredInError: boolean;
   readonly provenance: SharedProvenance;
+}
+
+/** A shared record: its current version, and the earlier ones the holder served (oldest first). */
+export interface SharedRecord extends SharedRecordVersion {
+  /** Verified versions it replaces, oldest first (a version that failed is left out, warned). */
+  readonly earlier: readonly SharedRecordVersion[];
 }
 
 export type ShareWarningCode =
@@ -451,7 +458,25 @@ export class ShareReceiver {
     block: Microblock,
     warnings: ShareWarning[],
   ): SharedRecord | null {
-    const { item, plaintext, cached } = rec.current.value;
+    const current = this.serveVersion(rec.current, rec.origin, rec.superseded, block, warnings);
+    if (current === null) return null;
+    const earlier: SharedRecordVersion[] = [];
+    rec.superseded.forEach((v, k) => {
+      const version = this.serveVersion(v, rec.origin, rec.superseded.slice(0, k), block, warnings);
+      if (version !== null) earlier.push(version);
+    });
+    return { ...current, earlier };
+  }
+
+  /** One version as served, or null (warned) when its content is not what the holder names. */
+  private serveVersion(
+    v: VersionOf<Verified>,
+    origin: string,
+    supersedes: readonly VersionOf<Verified>[],
+    block: Microblock,
+    warnings: ShareWarning[],
+  ): SharedRecordVersion | null {
+    const { item, plaintext, cached } = v.value;
     const holder = item.tx.institution;
     const parsed = parseResource(plaintext);
     const meta = item.meta;
@@ -468,7 +493,7 @@ export class ShareReceiver {
         message: parsed.ok
           ? `the content is not the ${meta.resourceType} the holder names, nor a Bundle holding it`
           : `the content ${parsed.problem}`,
-        record: { ...meta, txHash: toHex(rec.current.hash), seq: item.tx.seq },
+        record: { ...meta, txHash: toHex(v.hash), seq: item.tx.seq },
       });
       return null;
     }
@@ -480,15 +505,15 @@ export class ShareReceiver {
       provenance: {
         holder,
         holderName: this.deps.members(holder)?.name ?? String(holder),
-        txHash: toHex(rec.current.hash),
+        txHash: toHex(v.hash),
         kind: item.tx.type,
         seq: item.tx.seq,
         block: { i: block.header.i, j: block.header.j },
         batchHeight: c.height,
         batchHash: toHex(commitmentHash(c)),
         keyblockHeight: c.keyblockHeight,
-        origin: rec.origin,
-        supersedes: rec.superseded.map((v) => toHex(v.hash)),
+        origin,
+        supersedes: supersedes.map((x) => toHex(x.hash)),
         cached,
       },
     };

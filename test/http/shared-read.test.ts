@@ -340,6 +340,70 @@ describe('after $everything at the granted institution', () => {
   });
 });
 
+describe('history of a shared record', () => {
+  it('serves the versions its holder served, newest first, the correction tagged, and audits it', async () => {
+    const ref = posted[B]![1]!;
+    const before = (await call(s, B, 'GET', `/fhir/${ref}`)).json as unknown as Observation;
+    // B corrects its record (an update: a label tx over the first version).
+    await write(B, 'PUT', `/fhir/${ref}`, {
+      ...before,
+      valueQuantity: { value: 99, unit: 'beats/minute' },
+    });
+    expect(await s.net.anchorAll()).toBeGreaterThan(0);
+    await everything(C, pid);
+
+    const r = await call(s, C, 'GET', `/fhir/${ref}/_history`);
+    expect(r.status, JSON.stringify(r.json).slice(0, 400)).toBe(200);
+    const history = r.json as unknown as Bundle;
+    expect(history.type).toBe('history');
+    expect(history.total).toBe(2);
+    const [newer, older] = (history.entry ?? []).map((e) => e.resource as Observation);
+    expect([newer?.valueQuantity?.value, older?.valueQuantity?.value]).toEqual([
+      99,
+      before.valueQuantity?.value,
+    ]);
+    expect(newer!.meta?.versionId).not.toBe(older!.meta?.versionId);
+    expect(newer!.meta?.tag?.map((t) => t.code)).toContain('corrected');
+    expect(older!.meta?.tag?.map((t) => t.code) ?? []).not.toContain('corrected');
+    for (const e of history.entry ?? []) {
+      expect(e.fullUrl).toMatch(new RegExp(`/fhir/${ref}$`));
+      expect((e.resource as Observation).subject?.reference).toBe(`Patient/${pid}`);
+      expect((e.resource as Observation).meta?.source).toBe(`urn:spchain:institution:${B}`);
+    }
+    expect(history.entry!.map((e) => e.request?.method)).toEqual(['PUT', 'POST']);
+    // The read by id is the newest version.
+    const current = await call(s, C, 'GET', `/fhir/${ref}`);
+    expect(current.json).toEqual(history.entry![0]!.resource);
+
+    // One AuditEvent of the history read, naming both versions.
+    const events = await getBundle(s, C, `/fhir/AuditEvent?entity=${ref}&_count=100`);
+    const reads = matches(events)
+      .map(
+        (e) =>
+          e.resource as unknown as {
+            subtype?: { code?: string }[];
+            entity?: { what?: { reference?: string } }[];
+          },
+      )
+      .filter((e) => e.subtype?.[0]?.code === 'history-instance');
+    expect(reads).toHaveLength(1);
+    expect(reads[0]!.entity?.map((x) => x.what?.reference)).toEqual([
+      `Patient/${pid}`,
+      `${ref}/_history/${newer!.meta?.versionId}`,
+      `${ref}/_history/${older!.meta?.versionId}`,
+    ]);
+
+    // The patient's own token reads it; another patient's does not; an unknown id is a 404.
+    const mine = await patientToken(pid, 'launch/patient patient/*.rs');
+    expect((await withToken(C, `/fhir/${ref}/_history`, mine)).status).toBe(200);
+    const other = await patientToken('cd'.repeat(32), 'launch/patient patient/*.rs');
+    expect((await withToken(C, `/fhir/${ref}/_history`, other)).status).toBe(403);
+    const unknown = await call(s, C, 'GET', '/fhir/Observation/never-served/_history');
+    expect(unknown.status).toBe(404);
+    expect(texts(unknown)).toMatch(/is not held here/);
+  });
+});
+
 describe('patient tokens', () => {
   it("reach the shared records and Provenance of the token's patient, and nobody else's", async () => {
     const ref = posted[A]![1]!;
