@@ -314,6 +314,33 @@ export class PatientReads {
   }
 
   /**
+   * `GET /fhir/{type}/{id}/_history/{vid}` of a shared record served here before: that version,
+   * current or earlier; undefined when nothing was served under that id. The holders are asked
+   * again, so a version they no longer serve is a 404 with their reasons.
+   */
+  async readSharedVersion(
+    type: string,
+    id: string,
+    vid: string,
+    ctx: RequestContext,
+    guard: ReadGuard,
+  ): Promise<Resource | undefined> {
+    const served = await this.deps.records.servedAs(type, id);
+    if (served === undefined) return undefined;
+    const what = { kind: 'resource', type, id: `${id}/_history/${vid}` } as const;
+    return this.readServed(served.patient, ctx, what, guard, (got) => {
+      const found = got.matches.find(
+        (m) => m.holder !== undefined && m.key[0] === 1 && m.key[1] === type && m.key[2] === id,
+      );
+      if (found === undefined) return undefined;
+      const version = [found, ...(found.earlier ?? [])].find(
+        (v) => v.resource.meta?.versionId === vid,
+      );
+      return version === undefined ? undefined : { resource: version.resource, targets: [found] };
+    });
+  }
+
+  /**
    * `GET /fhir/{type}/{id}/_history` of a shared record served here before: its current version
    * and the earlier ones its holder served (corrected since), newest first (each version's
    * meta.source names the holder, and its tags mark a corrected or entered-in-error version);

@@ -264,9 +264,31 @@ export function registerFhirRoutes(app: FastifyInstance, deps: FhirRoutesDeps): 
 
   app.get<{ Params: VersionParams }>('/fhir/:type/:id/_history/:vid', ehr, async (req, reply) => {
     const type = storedType(req.params.type);
-    requireAccess(req, readRequest(type, req.params.id));
-    const found = await service.vread(type, checkId(req.params.id), req.params.vid, contextOf(req));
-    return sendFhir(reply, 200, found.resource, versionHeaders(found));
+    const id = checkId(req.params.id);
+    const { vid } = req.params;
+    const ctx = contextOf(req);
+    const request = readRequest(type, id);
+    const access = accessOf(req);
+    const shared = deps.reads?.sharesType(type) ? deps.reads : undefined;
+    const readShared = async () =>
+      shared?.readSharedVersion(type, id, vid, ctx, readGuard(req, type));
+    if (!decide(access, request).ok) {
+      // As a read by id: a patient's token may read a version of a shared record of its own.
+      const patientToken = access.kind === 'token' && access.patient !== undefined;
+      const found = patientToken ? await readShared() : undefined;
+      if (found !== undefined) return sendFhir(reply, 200, found, servedHeaders(found));
+      requireAccess(req, request);
+    }
+    try {
+      const found = await service.vread(type, id, vid, ctx);
+      return sendFhir(reply, 200, found.resource, versionHeaders(found));
+    } catch (err) {
+      // Not stored here: a shared record served here has the versions its holder served.
+      if (!(err instanceof OutcomeError && err.status === 404) || shared === undefined) throw err;
+      const found = await readShared();
+      if (found === undefined) throw err;
+      return sendFhir(reply, 200, found, servedHeaders(found));
+    }
   });
 
   for (const method of ['DELETE', 'PATCH'] as const) {

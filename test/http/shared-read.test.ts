@@ -371,9 +371,16 @@ describe('history of a shared record', () => {
       expect((e.resource as Observation).meta?.source).toBe(`urn:spchain:institution:${B}`);
     }
     expect(history.entry!.map((e) => e.request?.method)).toEqual(['PUT', 'POST']);
-    // The read by id is the newest version.
+    // The read by id is the newest version; each version is read by its versionId.
     const current = await call(s, C, 'GET', `/fhir/${ref}`);
     expect(current.json).toEqual(history.entry![0]!.resource);
+    for (const version of [newer!, older!]) {
+      const v = await call(s, C, 'GET', `/fhir/${ref}/_history/${version.meta?.versionId}`);
+      expect(v.status).toBe(200);
+      expect(v.json).toEqual(version);
+    }
+    const gone = await call(s, C, 'GET', `/fhir/${ref}/_history/no-such-version`);
+    expect(gone.status).toBe(404);
 
     // One AuditEvent of the history read, naming both versions.
     const events = await getBundle(s, C, `/fhir/AuditEvent?entity=${ref}&_count=100`);
