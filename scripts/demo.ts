@@ -1,5 +1,5 @@
 /**
- * npm run demo [-- --patients 3] [--bundle <file name prefix> ...] [--dir <dir>] [--keep]
+ * npm run demo [-- --patients 3] [--bundle <file name prefix> ...] [--dir <dir>] [--keep] [--admitted]
  *
  * Four institutions on loopback, each one process running the whole sidecar (src/main.ts with
  * --node-config: node, sidecar store, embedded queue, FHIR API) on one generated network
@@ -22,6 +22,10 @@
  * It prints what was verified (records per holder, warnings) and the timings, and exits 0 only if
  * C served exactly the records A and B took, each with its Provenance, and no warning.
  *
+ * With --admitted, C is no genesis member: the genesis has A, B and D, and C joins the running
+ * network first (spchain init --index, spchain member approve by the three, member submit at A),
+ * then starts its sidecar from its admission and takes part as above.
+ *
  * `runDemo` is the same as a function (the test suite runs it with the smallest bundle).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -32,23 +36,31 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { Bundle, BundleEntry, OperationOutcome, Provenance } from '@medplum/fhirtypes';
+import { initInstitution } from '../src/cli/init.ts';
+import { approveAdmissionFile, submitAdmissionFile } from '../src/cli/member.ts';
 import { describe, fetchJson, registerPatient } from '../src/cli/patient.ts';
 import { allowUpload, grantAccess, openPatientKeys, readGenesis } from '../src/cli/share.ts';
 import { loadMappingFile } from '../src/fhir/mapping-file.ts';
 import { INSTITUTION_SYSTEM } from '../src/fhir/provenance.ts';
-import type { Genesis } from '../src/ledger/types.ts';
+import type { Genesis, Member } from '../src/ledger/types.ts';
 import type { FhirMapping } from '../src/mapping/mapping.ts';
 import { allReferences } from '../src/mapping/stored.ts';
-import { createLocalnet, findFreePorts } from '../src/node/localnet.ts';
+import { createLocalnet, findFreePorts, type Localnet } from '../src/node/localnet.ts';
 
 const ROOT = new URL('..', import.meta.url).pathname;
 const MAIN = join(ROOT, 'src/main.ts');
 const SYNTHEA = new URL('../../shared/data/synthea/', import.meta.url).pathname;
 const SSN = 'http://hl7.org/fhir/sid/us-ssn';
-const A = 0;
-const B = 1;
-const C = 2;
-const D = 3;
+/** Which member index plays which part: A and B hold, C is granted, D is not. */
+interface Roles {
+  readonly A: number;
+  readonly B: number;
+  readonly C: number;
+  readonly D: number;
+}
+const GENESIS_ROLES: Roles = { A: 0, B: 1, C: 2, D: 3 };
+/** With --admitted, C joins the running network as member 3 (the genesis has 0, 1 and 2). */
+const ADMITTED_ROLES: Roles = { A: 0, B: 1, C: 3, D: 2 };
 const INSTITUTIONS = 4;
 const START_TIMEOUT_MS = 120_000;
 const PIN_TIMEOUT_MS = 120_000;
@@ -61,6 +73,11 @@ export interface DemoOpts {
   /** Where the network lives; default a temporary directory, removed afterwards. */
   readonly dir?: string;
   readonly keep?: boolean;
+  /**
+   * C is not in the genesis: it is admitted to the running network first (spchain init --index,
+   * member approve by A, B and D, member submit at A), then granted like any member.
+   */
+  readonly admitted?: boolean;
   readonly log?: (line: string) => void;
 }
 
@@ -287,6 +304,55 @@ async function stopSidecar(s: Sidecar): Promise<void> {
   clearTimeout(timer);
 }
 
+/**
+ * Admits institution `index` to the running network as its operators would: its keys and
+ * admission request (spchain init, then init --index), the approval of every member (member
+ * approve), submitted at `home`'s node (member submit); resolves once `home` lists it.
+ */
+async function admit(
+  dir: string,
+  net: Localnet,
+  index: number,
+  port: number,
+  home: Sidecar,
+): Promise<Member> {
+  const at = join(dir, `inst-${index}`);
+  const quiet = { env: {}, print: () => {} };
+  await initInstitution({ dir: at, name: `hospital-${index}`, ...quiet });
+  await initInstitution({
+    dir: at,
+    genesis: net.genesisPath,
+    peers: net.peersPath,
+    index,
+    listen: `/ip4/127.0.0.1/tcp/${port}`,
+    ...quiet,
+  });
+  const admission = join(at, 'admission.json');
+  for (const config of net.configPaths) {
+    await approveAdmissionFile({ admission, nodeConfig: config, ...quiet });
+  }
+  await submitAdmissionFile({ admission, nodeConfig: net.configPaths[home.index]!, ...quiet });
+  const deadline = Date.now() + PIN_TIMEOUT_MS;
+  for (;;) {
+    const r = await http(`${home.url}/spchain/institutions`);
+    const listed = (r.body as { institutions?: { index: number }[] }).institutions ?? [];
+    if (listed.some((m) => m.index === index)) break;
+    if (Date.now() > deadline) throw new Error(`hospital-${index} was not admitted in time`);
+    await sleep(250);
+  }
+  const request = JSON.parse(readFileSync(admission, 'utf8')) as {
+    member: { name: string; signingKey: string; chameleonKey: string; preKey: string };
+  };
+  const hex = (h: string) => Uint8Array.from(Buffer.from(h, 'hex'));
+  return {
+    index,
+    name: request.member.name,
+    signingKey: hex(request.member.signingKey),
+    chameleonKey: hex(request.member.chameleonKey),
+    preKey: hex(request.member.preKey),
+  };
+}
+
 /** The pinned record count of each leaf of the patient's block, as `s` sees it. */
 async function leafSeqs(s: Sidecar, idHash: string): Promise<Record<string, number>> {
   const r = await http(`${s.url}/spchain/patients/${idHash}`, { token: s.token });
@@ -330,29 +396,41 @@ export async function runDemo(o: DemoOpts = {}): Promise<DemoResult> {
   const patients = loadPatients(mapping, o);
   const dir = o.dir ?? (await mkdtemp(join(tmpdir(), 'spchain-demo-')));
   const sidecars: Sidecar[] = [];
+  const roles = o.admitted ? ADMITTED_ROLES : GENESIS_ROLES;
+  const { A, B, C, D } = roles;
+  const founders = o.admitted ? INSTITUTIONS - 1 : INSTITUTIONS;
   try {
     const ports = await findFreePorts(2 * INSTITUTIONS);
     const net = await createLocalnet({
-      institutions: INSTITUTIONS,
+      institutions: founders,
       dir,
       patientsPerInstitution: 0,
       load: null,
-      ports: ports.slice(0, INSTITUTIONS),
+      ports: ports.slice(0, founders),
     });
     const genesis: Genesis = await readGenesis(net.genesisPath);
     log(
-      `${step('network')}  network ${net.chainId}: ${INSTITUTIONS} institutions, genesis and keys in ${dir}`,
+      `${step('network')}  network ${net.chainId}: ${founders} institutions, genesis and keys in ${dir}`,
     );
     sidecars.push(
       ...(await Promise.all(
-        Array.from({ length: INSTITUTIONS }, (_, i) =>
+        Array.from({ length: founders }, (_, i) =>
           startSidecar(dir, i, ports[INSTITUTIONS + i]!, log),
         ),
       )),
     );
     log(`${step('start')}  sidecars up: ${sidecars.map((s) => `${s.name} ${s.url}`).join(', ')}`);
+    const members = [...genesis.members];
+    if (o.admitted) {
+      members.push(await admit(dir, net, C, ports[C]!, sidecars[A]!));
+      log(
+        `${step('admit')}  hospital-${C} admitted by ${founders} of ${founders} members (keyblock pinned as ${sidecars[A]!.name} sees it)`,
+      );
+      sidecars.push(await startSidecar(dir, C, ports[INSTITUTIONS + C]!, log));
+      log(`${step('start-admitted')}  ${sidecars[C]!.name} up: ${sidecars[C]!.url}`);
+    }
     const [a, b, c, d] = [sidecars[A]!, sidecars[B]!, sidecars[C]!, sidecars[D]!];
-    const member = (i: number) => genesis.members.find((m) => m.index === i)!;
+    const member = (i: number) => members.find((m) => m.index === i)!;
 
     // 1. Register at A, allow B.
     const passphrase = randomBytes(12).toString('hex');
@@ -477,7 +555,7 @@ export async function runDemo(o: DemoOpts = {}): Promise<DemoResult> {
       const t = performance.now();
       const pages = await allPages(c, `${c.url}/fhir/Patient/${id}/$everything?_count=100`);
       const readMs = Math.round(performance.now() - t);
-      const result = { ...verify(p, pages, posted[k]!, genesis), readMs };
+      const result = { ...verify(p, pages, posted[k]!, members, roles), readMs };
       const dPages = await allPages(d, `${d.url}/fhir/Patient/${id}/$everything`);
       const dEntries = dPages.flatMap((pg) => pg.entry ?? []);
       const refusedToD = dEntries
@@ -542,7 +620,8 @@ function verify(
   p: DemoPatient,
   pages: readonly Bundle[],
   posted: readonly [readonly string[], readonly string[]],
-  genesis: Genesis,
+  members: readonly Member[],
+  { A, B }: Roles,
 ): Omit<DemoPatientResult, 'refusedToD' | 'sharedToD' | 'readMs'> {
   const entries = pages.flatMap((pg) => pg.entry ?? []);
   const matches = entries.filter(
@@ -558,7 +637,7 @@ function verify(
     .filter((i) => i.severity !== 'information')
     .map((i) => i.details?.text ?? i.code);
   const warnings = new Set(warningTexts).size;
-  const name = (i: number) => genesis.members.find((m) => m.index === i)?.name ?? String(i);
+  const name = (i: number) => members.find((m) => m.index === i)?.name ?? String(i);
   const served: Record<string, number> = {};
   const targets = new Set<string>();
   for (const prov of provenance.values()) {
@@ -592,6 +671,7 @@ async function main(): Promise<void> {
       bundle: { type: 'string', multiple: true },
       dir: { type: 'string' },
       keep: { type: 'boolean', default: false },
+      admitted: { type: 'boolean', default: false },
     },
     strict: true,
   });
@@ -608,6 +688,7 @@ async function main(): Promise<void> {
     ...(values.bundle ? { bundles: values.bundle } : {}),
     ...(values.dir ? { dir: values.dir } : {}),
     keep: values.keep,
+    admitted: values.admitted,
   });
   process.exit(result.ok ? 0 : 1);
 }
