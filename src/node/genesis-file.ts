@@ -94,7 +94,7 @@ export function readMemberAt(f: FieldReader, value: unknown, field: string): Mem
   };
 }
 
-function readParams(f: FieldReader, value: unknown, members: number): ChainParams {
+function readParams(f: FieldReader, value: unknown): ChainParams {
   const o = f.object(value, 'params', PARAM_FIELDS);
   const int = (k: keyof ChainParams, min: number, max?: number) =>
     f.int(o[k], `params.${k}`, min, max);
@@ -157,7 +157,7 @@ export function parseGenesisFile(text: string, source: string): GenesisFile {
     idHashKey: f.hex(o.idHashKey, 'idHashKey', 32),
     time: f.int(o.time, 'time', 0),
     members,
-    params: readParams(f, o.params, members.length),
+    params: readParams(f, o.params),
     ...(o.version === 1 ? {} : { credits }),
   };
   let keyblock: Keyblock;
