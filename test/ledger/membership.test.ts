@@ -202,6 +202,50 @@ describe('admit txs in keyblocks', () => {
     expect(codeOf(add(tree, again).verdict)).toBe('UNKNOWN_INSTITUTION');
   });
 
+  it('judges a batch alike at replicas that have and have not pinned the admitting keyblock', () => {
+    // Replicas at different keyblock heights judge a batch by its anchor: the members it may carry
+    // and the group must not depend on whether the admission is pinned here yet.
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 4 }),
+        fc.integer({ min: 1, max: 12 }),
+        fc.integer({ min: 0, max: 12 }),
+        (chunkSize, admitAt, extra) => {
+          const g: Genesis = { ...genesis, params: { ...genesis.params, chunkSize, groupSize: 5 } };
+          const pinTo = (height: number) => {
+            let r = createReplica({ genesis: g });
+            for (let h = 1; h <= height; h++) {
+              const admits = h === admitAt ? [admit(4, [0, 1, 2])] : [];
+              r = pinInReplica(r, { height: h, miner: h % 4, registers: [], admits });
+            }
+            return r;
+          };
+          const before = pinTo(admitAt - 1);
+          const after = pinTo(admitAt + extra);
+          // Every anchor both may judge (at most the lower one's pinned keyblock).
+          for (let anchor = 1; anchor <= admitAt - 1; anchor++) {
+            const x = pinnedBatchContext(before, anchor);
+            const y = pinnedBatchContext(after, anchor);
+            expect(y.members(4)).toBe(x.members(4));
+            expect(y.group.map((m) => m.member)).toEqual(x.group.map((m) => m.member));
+          }
+          // From the chunk after the admitting one on, the new member counts.
+          const firstCounting = (Math.floor((admitAt - 1) / chunkSize) + 1) * chunkSize + 1;
+          if (admitAt + extra >= firstCounting) {
+            expect(pinnedBatchContext(after, firstCounting).members(4)?.index).toBe(4);
+            expect(pinnedBatchContext(after, firstCounting).group.map((m) => m.member)).toContain(
+              4,
+            );
+          }
+          if (firstCounting - 1 >= admitAt) {
+            expect(pinnedBatchContext(after, firstCounting - 1).members(4)).toBeUndefined();
+          }
+        },
+      ),
+      { numRuns: 200 },
+    );
+  });
+
   it('adds the member to the replica: account, history from the next chunk, bundles from then', () => {
     const { chunkSize } = genesis.params;
     let replica = createReplica({ genesis });
