@@ -136,9 +136,13 @@ export function checkAdmitRequest(
   roster: readonly Member[],
   tx: AdmitTx,
 ): Verdict {
-  const problem = memberProblem(tx.member, roster) ?? peerProblem(tx.peer);
+  const problem = memberProblem(tx.member) ?? peerProblem(tx.peer);
   if (problem !== null) {
     return reject('MALFORMED', `admit tx for member ${tx.member.index}: ${problem}`);
+  }
+  const taken = collision(tx.member, roster);
+  if (taken !== null) {
+    return reject('UNAUTHORISED_INSTITUTION', `admit tx for member ${tx.member.index}: ${taken}`);
   }
   if (
     !verify(
@@ -256,7 +260,8 @@ export function checkAdmits(
   return { verdict: OK, roster: next };
 }
 
-function memberProblem(m: Member, roster: readonly Member[]): string | null {
+/** What is wrong with the member itself, whatever the chain (MALFORMED), or null. */
+function memberProblem(m: Member): string | null {
   const name = m.name.trim();
   if (name !== m.name || name.length === 0 || name.length > MAX_MEMBER_NAME) {
     return `name must be 1-${MAX_MEMBER_NAME} characters without surrounding spaces`;
@@ -274,8 +279,17 @@ function memberProblem(m: Member, roster: readonly Member[]): string | null {
   if (!keys.every((k, i) => keys.every((o, j) => i === j || !equalBytes(k, o)))) {
     return 'its three keys must differ';
   }
+  return null;
+}
+
+/**
+ * What the member shares with one already on the chain (a name, any case, or a key), or null:
+ * this depends on the members a judge knows, so it is no proof that the sender misbehaved.
+ */
+function collision(m: Member, roster: readonly Member[]): string | null {
+  const keys = [m.signingKey, m.chameleonKey, m.preKey];
   for (const o of roster) {
-    if (o.name.toLowerCase() === name.toLowerCase()) return `name is member ${o.index}'s`;
+    if (o.name.toLowerCase() === m.name.toLowerCase()) return `name is member ${o.index}'s`;
     for (const k of keys) {
       if ([o.signingKey, o.chameleonKey, o.preKey].some((ok) => equalBytes(ok, k))) {
         return `a key is member ${o.index}'s (${toHex(k).slice(0, 16)})`;

@@ -35,6 +35,8 @@ export interface KeyblockFlowPorts {
   publish(kb: Keyblock): void;
   /** Sends this institution's register txs to the other members. */
   sendRegisters(txs: readonly RegisterTx[]): void;
+  /** Sends the admit txs submitted here to the other members (every miner may carry them). */
+  sendAdmits(txs: readonly AdmitTx[]): void;
   /** The tree has a new keyblock: the keyblock consensus may be ready. */
   changed(): void;
   emit(e: NodeEvent): void;
@@ -91,6 +93,8 @@ export class KeyblockFlow {
     this.resend = setInterval(() => {
       const own = this.pool.of(this.ports.self).slice(0, MAX_RESEND);
       if (own.length > 0) this.ports.sendRegisters(own);
+      const admits = this.admits.submitted();
+      if (admits.length > 0) this.ports.sendAdmits(admits);
     }, this.opts.resendMs);
   }
 
@@ -168,11 +172,25 @@ export class KeyblockFlow {
   }
 
   /**
-   * An admit tx (a new member, approved by more than 2/3 of the members) to carry in a keyblock
-   * this institution mines: refused when it is not valid against the pinned members.
+   * An admit tx (a new member, approved by more than 2/3 of the members) from this institution's
+   * operator: held for the keyblocks this institution mines and sent to the other members, whose
+   * miners may carry it too (again until pinned); refused when not valid against the pinned
+   * members.
    */
   submitAdmit(tx: AdmitTx): Verdict {
-    return this.admits.add(tx, this.ports.chainId, this.ports.chain.tree.roster);
+    const verdict = this.admits.add(tx, this.ports.chainId, this.ports.chain.tree.roster, true);
+    if (verdict.ok) this.ports.sendAdmits([tx]);
+    return verdict;
+  }
+
+  /** An admit tx another member forwarded. A full pool is our state: BUSY. */
+  receiveAdmit(tx: AdmitTx): Verdict {
+    const verdict = this.admits.add(tx, this.ports.chainId, this.ports.chain.tree.roster, false);
+    if (!verdict.ok && verdict.error.code === 'TOO_LARGE') {
+      // Thrown, not returned: the p2p edge ignores it rather than penalising the peer.
+      throw new NodeError('BUSY', verdict.error.message);
+    }
+    return verdict;
   }
 
   /** The chain as register txs are judged: the pinned members, not only the genesis ones. */

@@ -159,29 +159,48 @@ export class RegisterPool {
 export const MAX_PENDING_ADMITS = 16;
 
 /**
- * Admit txs (membership.ts) waiting for a keyblock this institution mines. They are not forwarded:
- * an admission is rare and can wait for this miner's turn. Each is checked against the pinned
- * members when submitted and again, on the branch mined on, when a keyblock is assembled.
+ * Admit txs (membership.ts) waiting for a keyblock: submitted by this institution's operator (sent
+ * on to the other members until pinned) or forwarded by another member. Each is checked against the
+ * pinned members when it arrives and again, on the branch mined on, when a keyblock is assembled.
  */
 export class AdmitPool {
   private readonly held = new Map<string, AdmitTx>();
+  /** Keys of the txs submitted here (the node re-sends these). */
+  private readonly own = new Set<string>();
 
   get size(): number {
     return this.held.size;
   }
 
-  /** Holds a tx valid against the pinned `roster` (REPLAYED_TX: held already; TOO_LARGE: full). */
-  add(tx: AdmitTx, chainId: string, roster: readonly Member[]): Verdict {
+  /**
+   * Holds a tx valid against the pinned `roster` (REPLAYED_TX: held already; TOO_LARGE: full);
+   * `own`: submitted here.
+   */
+  add(tx: AdmitTx, chainId: string, roster: readonly Member[], own: boolean): Verdict {
     const key = toHex(tx.member.signingKey);
-    if (this.held.has(key)) return reject('REPLAYED_TX', 'this admit tx is already waiting');
+    if (this.held.has(key)) {
+      if (own) this.own.add(key);
+      return reject('REPLAYED_TX', 'this admit tx is already waiting');
+    }
     if (this.held.size >= MAX_PENDING_ADMITS) {
       return reject('TOO_LARGE', `${this.held.size} admit txs are waiting`, {
         held: this.held.size,
       });
     }
     const { verdict } = checkAdmits(chainId, roster, [tx]);
-    if (verdict.ok) this.held.set(key, tx);
+    if (verdict.ok) {
+      this.held.set(key, tx);
+      if (own) this.own.add(key);
+    }
     return verdict;
+  }
+
+  /** The txs submitted here that are still waiting. */
+  submitted(): AdmitTx[] {
+    return [...this.own].flatMap((key) => {
+      const tx = this.held.get(key);
+      return tx === undefined ? [] : [tx];
+    });
   }
 
   /** The held txs valid in order on top of `roster` (the members as of the parent mined on). */
@@ -200,7 +219,11 @@ export class AdmitPool {
   /** Drops the txs whose member is pinned now, or whose index was taken by another. */
   prune(roster: readonly Member[]): void {
     const next = nextMemberIndex(roster);
-    for (const [key, tx] of this.held) if (tx.member.index < next) this.held.delete(key);
+    for (const [key, tx] of this.held) {
+      if (tx.member.index >= next) continue;
+      this.held.delete(key);
+      this.own.delete(key);
+    }
   }
 }
 

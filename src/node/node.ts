@@ -405,6 +405,10 @@ export async function startNode(opts: NodeOpts): Promise<SpchainNode> {
           sendTo([...known], (net, targets) => {
             for (const tx of txs) net.broadcastDirect(targets, 'register', tx);
           }),
+        sendAdmits: (txs) =>
+          sendTo([...known], (net, targets) => {
+            for (const tx of txs) net.broadcastDirect(targets, 'admit', { from: self, tx });
+          }),
         changed: () => keyblockConsensus.wake(),
         emit,
       },
@@ -537,6 +541,7 @@ export async function startNode(opts: NodeOpts): Promise<SpchainNode> {
         bft: onBft,
         bundle: (bundle) => receive(bundle),
         register: (tx) => keyblocks.receiveRegister(tx),
+        admit: (m) => keyblocks.receiveAdmit(m.tx),
       },
       sync: (request) => chain.readSyncPage(request),
       ...(opts.record === undefined ? {} : { record: opts.record }),

@@ -22,6 +22,7 @@ import {
   decodeSyncRequest,
   directAuthor,
   encodeSyncPage,
+  type ForwardedAdmit,
   PROTOCOLS,
   pageBytes,
   type Service,
@@ -35,6 +36,7 @@ export interface DirectHandlers {
   readonly bft?: (message: BftMessage, from: InstitutionIndex) => Verdict | Promise<Verdict>;
   readonly bundle?: (bundle: Bundle, from: InstitutionIndex) => Verdict | Promise<Verdict>;
   readonly register?: (tx: RegisterTx, from: InstitutionIndex) => Verdict | Promise<Verdict>;
+  readonly admit?: (m: ForwardedAdmit, from: InstitutionIndex) => Verdict | Promise<Verdict>;
 }
 /** Answers a sync request within its bounds (items and bytes); `signal` fires at the deadline. */
 export type SyncHandler = (

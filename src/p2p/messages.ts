@@ -6,8 +6,9 @@ import { type BftMessage, decodeBftMessage, encodeBftMessage } from '../ledger/b
 import { decode, encode } from '../ledger/codec.ts';
 import { LedgerError } from '../ledger/errors.ts';
 import { decodeKeyblock, encodeKeyblock } from '../ledger/keyblock.ts';
+import { readAdmit, writeAdmit } from '../ledger/membership.ts';
 import { decodeBundle, decodeTx, encodeBundle, encodeTx } from '../ledger/tx.ts';
-import type { Bundle, Keyblock, RegisterTx } from '../ledger/types.ts';
+import type { AdmitTx, Bundle, InstitutionIndex, Keyblock, RegisterTx } from '../ledger/types.ts';
 
 export interface TopicPayloads {
   readonly bundles: Bundle;
@@ -22,21 +23,33 @@ export function topicId(chainId: string, name: TopicName): string {
 }
 
 /**
- * Direct (stream) messages: BFT proposals and votes (batch proposals included), bundles, and
- * register txs (sent by the patient's home institution to the miners).
+ * An admit tx (a new member) a member forwards to the miners: `from` is the forwarding member (the
+ * tx itself is signed by the new member and its approvers, none of whom need be the sender).
+ */
+export interface ForwardedAdmit {
+  readonly from: InstitutionIndex;
+  readonly tx: AdmitTx;
+}
+
+/**
+ * Direct (stream) messages: BFT proposals and votes (batch proposals included), bundles, register
+ * txs (sent by the patient's home institution to the miners), and admit txs (sent by the member
+ * whose operator submitted them, to the miners).
  */
 export interface DirectPayloads {
   readonly bft: BftMessage;
   readonly bundle: Bundle;
   readonly register: RegisterTx;
+  readonly admit: ForwardedAdmit;
 }
 export type DirectKind = keyof DirectPayloads;
 export const DIRECT_KIND_CODES: Readonly<Record<DirectKind, number>> = {
   bft: 1,
   bundle: 2,
   register: 3,
+  admit: 4,
 };
-export const DIRECT_KINDS: readonly DirectKind[] = ['bft', 'bundle', 'register'];
+export const DIRECT_KINDS: readonly DirectKind[] = ['bft', 'bundle', 'register', 'admit'];
 
 export type Service = 'direct' | 'sync' | 'record';
 export const PROTOCOLS: Readonly<Record<Service, string>> = {
@@ -58,6 +71,16 @@ const register: Codec<RegisterTx> = {
   },
 };
 
+const admit: Codec<ForwardedAdmit> = {
+  encode: (m) =>
+    encode((w) => {
+      w.varint(m.from);
+      writeAdmit(w, m.tx);
+    }),
+  decode: (b) =>
+    decode(b, 'forwarded admit tx', (r) => ({ from: r.varint('from'), tx: readAdmit(r) })),
+};
+
 export const TOPIC_CODECS: { readonly [T in TopicName]: Codec<TopicPayloads[T]> } = {
   bundles: bundle,
   keyblocks: keyblock,
@@ -67,12 +90,14 @@ export const DIRECT_CODECS: { readonly [K in DirectKind]: Codec<DirectPayloads[K
   bft,
   bundle,
   register,
+  admit,
 };
 
 /** The member a direct message claims to come from: it must be the peer that sent it. */
 export function directAuthor(kind: DirectKind, value: DirectPayloads[DirectKind]): number {
   if (kind === 'bft') return (value as BftMessage).member;
   if (kind === 'register') return (value as RegisterTx).home;
+  if (kind === 'admit') return (value as ForwardedAdmit).from;
   return (value as Bundle).institution;
 }
 

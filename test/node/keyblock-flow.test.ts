@@ -18,7 +18,8 @@ import {
   mineKeyblock,
   pinKeyblock,
 } from '../../src/ledger/keyblock-tree.ts';
-import type { Keyblock, RegisterTx } from '../../src/ledger/types.ts';
+import { approveAdmission, signAdmitRequest } from '../../src/ledger/membership.ts';
+import type { AdmitTx, Keyblock, RegisterTx } from '../../src/ledger/types.ts';
 import type { NodeEvent } from '../../src/node/events.ts';
 import { KeyblockFlow } from '../../src/node/keyblock-flow.ts';
 import {
@@ -214,6 +215,7 @@ describe('keyblock flow', () => {
     const state = { tree: start };
     const published: Keyblock[] = [];
     const events: NodeEvent[] = [];
+    const sentAdmits: AdmitTx[] = [];
     let changed = 0;
     const chain = {
       genesis,
@@ -239,6 +241,7 @@ describe('keyblock flow', () => {
         now: () => T0 + 60_000,
         publish: (kb) => published.push(kb),
         sendRegisters: () => {},
+        sendAdmits: (txs) => sentAdmits.push(...txs),
         changed: () => changed++,
         emit: (e) => events.push(e),
       },
@@ -249,7 +252,7 @@ describe('keyblock flow', () => {
         resendMs: 60_000,
       },
     );
-    return { state, flow, published, events, changed: () => changed };
+    return { state, flow, published, events, sentAdmits, changed: () => changed };
   }
 
   it('adopts an orphan once its parent arrives, and rejects a height that skips its parent', () => {
@@ -306,5 +309,52 @@ describe('keyblock flow', () => {
     expect(kb.registers).toEqual([own]);
     expect(headNode(state.tree).id).toBe(toHex(keyblockHash(kb)));
     expect(events.some((e) => e.event === 'mined' && e.height === 1)).toBe(true);
+  });
+
+  it('sends on an admit tx submitted here, takes one forwarded, and mines it into a keyblock', async () => {
+    vi.useFakeTimers();
+    const joining = makeNetwork(5, 'keyblock-flow-joining').institutions[4]!;
+    const member = joining.member;
+    const peer = {
+      peerId: '12D3KooWJoining',
+      multiaddr: '/ip4/127.0.0.1/tcp/4004',
+      binding: random(64),
+    };
+    const approvals = [0, 1, 2].map((a) =>
+      approveAdmission(
+        genesis.chainId,
+        { member, peer },
+        a,
+        institutions[a]!.signingSecret,
+        random,
+      ),
+    );
+    const tx: AdmitTx = {
+      type: 'admit',
+      member,
+      peer,
+      proof: signAdmitRequest(genesis.chainId, member, peer, joining.signingSecret, random),
+      approvals,
+    };
+    const base = createKeyblockTree(genesis);
+    const { flow, published, sentAdmits } = flowOn(base);
+    const forged = {
+      ...tx,
+      approvals: [approvals[0]!, approvals[1]!, { ...approvals[2]!, member: 3 }],
+    };
+    expect(codeOf(flow.receiveAdmit(forged))).toBe('BAD_SIGNATURE');
+    expect(flow.receiveAdmit(tx)).toEqual(OK);
+    expect(sentAdmits).toEqual([]); // forwarded by another member: not sent on again
+    expect(codeOf(flow.submitAdmit(tx))).toBe('REPLAYED_TX');
+    expect(flow.admits.submitted()).toEqual([tx]); // the operator's now: re-sent until pinned
+    flow.start();
+    for (let i = 0; i < 200 && published.length === 0; i++) vi.advanceTimersByTime(10);
+    flow.stop();
+    expect(published).toHaveLength(1);
+    expect(published[0]!.admits).toEqual([tx]);
+    // Submitted first at another institution: held and sent to the others at once.
+    const other = flowOn(base);
+    expect(other.flow.submitAdmit(tx)).toEqual(OK);
+    expect(other.sentAdmits).toEqual([tx]);
   });
 });
