@@ -297,20 +297,15 @@ export class PatientReads {
    * served under that id. The holders are asked again, so a record they no longer serve (a
    * revoked or expired grant, a record that now fails verification) is a 404 with their reasons.
    */
-  async readShared(
+  readShared(
     type: string,
     id: string,
     ctx: RequestContext,
     guard: ReadGuard,
   ): Promise<Resource | undefined> {
-    const served = await this.deps.records.servedAs(type, id);
-    if (served === undefined) return undefined;
-    return this.readServed(served.patient, ctx, { kind: 'resource', type, id }, guard, (got) => {
-      const found = got.matches.find(
-        (m) => m.holder !== undefined && m.key[0] === 1 && m.key[1] === type && m.key[2] === id,
-      );
-      return found === undefined ? undefined : { resource: found.resource, targets: [found] };
-    });
+    return this.readSharedMatch(type, id, ctx, guard, { kind: 'resource', type, id }, (found) => ({
+      resource: found.resource,
+    }));
   }
 
   /**
@@ -318,26 +313,17 @@ export class PatientReads {
    * current or earlier; undefined when nothing was served under that id. The holders are asked
    * again, so a version they no longer serve is a 404 with their reasons.
    */
-  async readSharedVersion(
+  readSharedVersion(
     type: string,
     id: string,
     vid: string,
     ctx: RequestContext,
     guard: ReadGuard,
   ): Promise<Resource | undefined> {
-    const served = await this.deps.records.servedAs(type, id);
-    if (served === undefined) return undefined;
     const what = { kind: 'resource', type, id: `${id}/_history/${vid}` } as const;
-    return this.readServed(served.patient, ctx, what, guard, (got) => {
-      const found = got.matches.find(
-        (m) => m.holder !== undefined && m.key[0] === 1 && m.key[1] === type && m.key[2] === id,
-      );
-      if (found === undefined) return undefined;
-      const version = [found, ...(found.earlier ?? [])].find(
-        (v) => v.resource.meta?.versionId === vid,
-      );
-      return version === undefined ? undefined : { resource: version.resource, targets: [found] };
-    });
+    return this.readSharedMatch(type, id, ctx, guard, what, (found) =>
+      [found, ...(found.earlier ?? [])].find((v) => v.resource.meta?.versionId === vid),
+    );
   }
 
   /**
@@ -353,18 +339,9 @@ export class PatientReads {
     ctx: RequestContext,
     guard: ReadGuard,
   ): Promise<Bundle | undefined> {
-    const served = await this.deps.records.servedAs(type, id);
-    if (served === undefined) return undefined;
     const what = { kind: 'history', type, id } as const;
-    const bundle = await this.readServed(served.patient, ctx, what, guard, (got) => {
-      const found = got.matches.find(
-        (m) => m.holder !== undefined && m.key[0] === 1 && m.key[1] === type && m.key[2] === id,
-      );
-      if (found === undefined) return undefined;
-      const versions = [
-        { resource: found.resource, reference: found.reference },
-        ...[...(found.earlier ?? [])].reverse(),
-      ];
+    const history = await this.readSharedMatch(type, id, ctx, guard, what, (found) => {
+      const versions = [found, ...[...(found.earlier ?? [])].reverse()];
       const entry = versions.map(
         (v, n): BundleEntry => ({
           fullUrl: `${base}/${type}/${id}`,
@@ -380,15 +357,39 @@ export class PatientReads {
           },
         }),
       );
-      const history: Bundle = {
+      const bundle: Bundle = {
         resourceType: 'Bundle',
         type: 'history',
         total: entry.length,
         entry,
       };
-      return { resource: history, targets: [found], versions: versions.map((v) => v.reference) };
+      return { resource: bundle, versions: versions.map((v) => v.reference) };
     });
-    return bundle as Bundle;
+    return history as Bundle | undefined;
+  }
+
+  /**
+   * One read of a shared resource served here as `type/id`: undefined when nothing was served
+   * under that id; else readServed with what `pick` makes of the resource's served match (a 404
+   * when the holders no longer serve it, or `pick` finds nothing).
+   */
+  private async readSharedMatch(
+    type: string,
+    id: string,
+    ctx: RequestContext,
+    guard: ReadGuard,
+    what: { kind: 'resource' | 'history'; type: string; id: string },
+    pick: (found: ServedMatch) => { resource: Resource; versions?: readonly string[] } | undefined,
+  ): Promise<Resource | undefined> {
+    const served = await this.deps.records.servedAs(type, id);
+    if (served === undefined) return undefined;
+    return this.readServed(served.patient, ctx, what, guard, (got) => {
+      const found = got.matches.find(
+        (m) => m.holder !== undefined && m.key[0] === 1 && m.key[1] === type && m.key[2] === id,
+      );
+      const picked = found === undefined ? undefined : pick(found);
+      return picked === undefined ? undefined : { ...picked, targets: [found!] };
+    });
   }
 
   /**

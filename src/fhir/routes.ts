@@ -168,40 +168,76 @@ export function registerFhirRoutes(app: FastifyInstance, deps: FhirRoutesDeps): 
     return sendFhir(reply, 200, visible(access, 'r', found));
   });
 
+  /**
+   * A read by id of a stored type (read, history, vread): this institution's own store first, then
+   * what is served here from other holders. A patient's token reads no own record by id (as
+   * before), but may read a shared record served here for its own patient; anything else is the
+   * refusal it was. When the own store has nothing (404), `fallback` may answer instead.
+   */
+  const ownThenShared = async (
+    req: FastifyRequest,
+    reply: FastifyReply,
+    type: string,
+    id: string,
+    own: () => Promise<Answer>,
+    forPatient: (() => Promise<Answer | undefined>) | undefined,
+    fallback: (notHere: OutcomeError) => Promise<Answer>,
+  ) => {
+    const request = readRequest(type, id);
+    const access = accessOf(req);
+    if (!decide(access, request).ok) {
+      const patientToken = access.kind === 'token' && access.patient !== undefined;
+      const found = patientToken ? await forPatient?.() : undefined;
+      if (found !== undefined) return sendFhir(reply, 200, found.resource, found.headers);
+      requireAccess(req, request);
+    }
+    let found: Answer;
+    try {
+      found = await own();
+    } catch (err) {
+      if (!(err instanceof OutcomeError && err.status === 404)) throw err;
+      found = await fallback(err);
+    }
+    return sendFhir(reply, 200, found.resource, found.headers);
+  };
+  /** A shared record's answer (undefined: nothing was served here under its id). */
+  const served = (found: Resource | undefined): Answer | undefined =>
+    found === undefined ? undefined : { resource: found, headers: servedHeaders(found) };
+  /** The answer, or `otherwise` when there is none. */
+  const orElse = (found: Answer | undefined, otherwise: OutcomeError): Answer => {
+    if (found === undefined) throw otherwise;
+    return found;
+  };
+
   app.get<{ Params: IdParams }>('/fhir/:type/:id', ehr, async (req, reply) => {
     const type = storedType(req.params.type);
     const id = checkId(req.params.id);
     const ctx = contextOf(req);
-    const request = readRequest(type, id);
-    const access = accessOf(req);
     const shared = deps.reads?.sharesType(type) ? deps.reads : undefined;
-    if (!decide(access, request).ok) {
-      // A patient's token reads no own record by id (as before), but may read a shared record
-      // served here for its own patient; anything else is the refusal it was.
-      const patientToken = access.kind === 'token' && access.patient !== undefined;
-      const found = patientToken
-        ? await shared?.readShared(type, id, ctx, readGuard(req, type))
-        : undefined;
-      if (found !== undefined) return sendFhir(reply, 200, found, servedHeaders(found));
-      requireAccess(req, request);
-    }
-    try {
-      const found = await service.read(type, id, ctx);
-      return sendFhir(reply, 200, found.resource, versionHeaders(found));
-    } catch (err) {
-      if (!(err instanceof OutcomeError && err.status === 404)) throw err;
-      // Not stored here: a Patient id may name a ledger patient (registered elsewhere), a record
-      // type's id a shared record served here.
-      if (type === 'Patient') {
-        const ledger = await deps.reads?.readLedgerPatient(id, ctx);
-        if (ledger === undefined) throw err;
-        return sendFhir(reply, 200, ledger);
-      }
-      if (shared === undefined) throw err;
-      const found = await shared.readShared(type, id, ctx, readGuard(req, type));
-      if (found === undefined) throw notHeldHere(type, id);
-      return sendFhir(reply, 200, found, servedHeaders(found));
-    }
+    const sharedRecord = async () =>
+      served(await shared?.readShared(type, id, ctx, readGuard(req, type)));
+    return ownThenShared(
+      req,
+      reply,
+      type,
+      id,
+      async () => {
+        const found = await service.read(type, id, ctx);
+        return { resource: found.resource, headers: versionHeaders(found) };
+      },
+      shared && sharedRecord,
+      async (notHere) => {
+        // Not stored here: a Patient id may name a ledger patient (registered elsewhere), a record
+        // type's id a shared record served here.
+        if (type === 'Patient') {
+          const ledger = await deps.reads?.readLedgerPatient(id, ctx);
+          if (ledger === undefined) throw notHere;
+          return { resource: ledger };
+        }
+        if (shared === undefined) throw notHere;
+        return orElse(await sharedRecord(), notHeldHere(type, id));
+      },
+    );
   });
 
   // Provenance is no stored type (the default mapping ignores it): this route serves the
@@ -233,33 +269,28 @@ export function registerFhirRoutes(app: FastifyInstance, deps: FhirRoutesDeps): 
     const type = storedType(req.params.type);
     const id = checkId(req.params.id);
     const ctx = contextOf(req);
-    const request = readRequest(type, id);
-    const access = accessOf(req);
     const shared = deps.reads?.sharesType(type) ? deps.reads : undefined;
-    if (!decide(access, request).ok) {
-      // As a read by id: a patient's token may read the history of a shared record of its own.
-      const patientToken = access.kind === 'token' && access.patient !== undefined;
-      const found = patientToken
-        ? await shared?.readSharedHistory(type, id, deps.base(req), ctx, readGuard(req, type))
-        : undefined;
-      if (found !== undefined) return sendFhir(reply, 200, found);
-      requireAccess(req, request);
-    }
-    try {
-      return sendFhir(reply, 200, await service.history(type, id, deps.base(req), ctx));
-    } catch (err) {
-      // Not stored here: a shared record served here has the versions its holder served.
-      if (!(err instanceof OutcomeError && err.status === 404) || shared === undefined) throw err;
-      const found = await shared.readSharedHistory(
+    const history = async () => {
+      const found = await shared?.readSharedHistory(
         type,
         id,
         deps.base(req),
         ctx,
         readGuard(req, type),
       );
-      if (found === undefined) throw notHeldHere(type, id);
-      return sendFhir(reply, 200, found);
-    }
+      return found === undefined ? undefined : { resource: found };
+    };
+    return ownThenShared(
+      req,
+      reply,
+      type,
+      id,
+      async () => ({ resource: await service.history(type, id, deps.base(req), ctx) }),
+      shared && history,
+      // Not stored here: a shared record served here has the versions its holder served.
+      async (notHere) =>
+        orElse(shared && (await history()), shared ? notHeldHere(type, id) : notHere),
+    );
   });
 
   app.get<{ Params: VersionParams }>('/fhir/:type/:id/_history/:vid', ehr, async (req, reply) => {
@@ -267,28 +298,22 @@ export function registerFhirRoutes(app: FastifyInstance, deps: FhirRoutesDeps): 
     const id = checkId(req.params.id);
     const { vid } = req.params;
     const ctx = contextOf(req);
-    const request = readRequest(type, id);
-    const access = accessOf(req);
     const shared = deps.reads?.sharesType(type) ? deps.reads : undefined;
-    const readShared = async () =>
-      shared?.readSharedVersion(type, id, vid, ctx, readGuard(req, type));
-    if (!decide(access, request).ok) {
-      // As a read by id: a patient's token may read a version of a shared record of its own.
-      const patientToken = access.kind === 'token' && access.patient !== undefined;
-      const found = patientToken ? await readShared() : undefined;
-      if (found !== undefined) return sendFhir(reply, 200, found, servedHeaders(found));
-      requireAccess(req, request);
-    }
-    try {
-      const found = await service.vread(type, id, vid, ctx);
-      return sendFhir(reply, 200, found.resource, versionHeaders(found));
-    } catch (err) {
-      // Not stored here: a shared record served here has the versions its holder served.
-      if (!(err instanceof OutcomeError && err.status === 404) || shared === undefined) throw err;
-      const found = await readShared();
-      if (found === undefined) throw err;
-      return sendFhir(reply, 200, found, servedHeaders(found));
-    }
+    const version = async () =>
+      served(await shared?.readSharedVersion(type, id, vid, ctx, readGuard(req, type)));
+    return ownThenShared(
+      req,
+      reply,
+      type,
+      id,
+      async () => {
+        const found = await service.vread(type, id, vid, ctx);
+        return { resource: found.resource, headers: versionHeaders(found) };
+      },
+      shared && version,
+      // Not stored here: a version of a shared record served here; else the 404 it was.
+      async (notHere) => orElse(shared && (await version()), notHere),
+    );
   });
 
   for (const method of ['DELETE', 'PATCH'] as const) {
@@ -324,6 +349,12 @@ function readRequest(type: string, id: string) {
  * patient's compartment and the type's read scope (`type`), or for a Provenance any read scope of
  * the patient, then a granular scope on what was found (a Provenance: any one of its targets).
  */
+/** What a read answers: the resource and its headers (ETag, Last-Modified). */
+interface Answer {
+  readonly resource: Resource;
+  readonly headers?: Record<string, string>;
+}
+
 function readGuard(req: FastifyRequest, type?: string): ReadGuard {
   const access = accessOf(req);
   return {
