@@ -46,6 +46,21 @@ const texts = (r: { json: Record<string, unknown> }) =>
     .map((i) => i.details?.text ?? '')
     .join('\n');
 
+/** C's AuditEvents about `ref` of one interaction (subtype). */
+async function auditEvents(ref: string, subtype: string) {
+  const events = await getBundle(s, C, `/fhir/AuditEvent?entity=${ref}&_count=100`);
+  return matches(events)
+    .map(
+      (e) =>
+        e.resource as unknown as {
+          subtype?: { code?: string }[];
+          outcome?: string;
+          entity?: { what?: { reference?: string } }[];
+        },
+    )
+    .filter((e) => e.subtype?.[0]?.code === subtype);
+}
+
 /** GET at `at` with a SMART access token instead of the EHR's. */
 async function withToken(
   at: number,
@@ -239,17 +254,7 @@ describe('after $everything at the granted institution', () => {
     expect(obs.code).toEqual(atB.code);
 
     // The read left an AuditEvent naming the record version and the patient.
-    const events = await getBundle(s, C, `/fhir/AuditEvent?entity=${ref}&_count=100`);
-    const reads = matches(events)
-      .map(
-        (e) =>
-          e.resource as unknown as {
-            subtype?: { code?: string }[];
-            outcome?: string;
-            entity?: { what?: { reference?: string } }[];
-          },
-      )
-      .filter((e) => e.subtype?.[0]?.code === 'read');
+    const reads = await auditEvents(ref, 'read');
     expect(reads).toHaveLength(1);
     expect(reads[0]!.outcome).toBe('0');
     expect(reads[0]!.entity?.map((x) => x.what?.reference)).toEqual([
@@ -383,16 +388,7 @@ describe('history of a shared record', () => {
     expect(gone.status).toBe(404);
 
     // One AuditEvent of the history read, naming both versions.
-    const events = await getBundle(s, C, `/fhir/AuditEvent?entity=${ref}&_count=100`);
-    const reads = matches(events)
-      .map(
-        (e) =>
-          e.resource as unknown as {
-            subtype?: { code?: string }[];
-            entity?: { what?: { reference?: string } }[];
-          },
-      )
-      .filter((e) => e.subtype?.[0]?.code === 'history-instance');
+    const reads = await auditEvents(ref, 'history-instance');
     expect(reads).toHaveLength(1);
     expect(reads[0]!.entity?.map((x) => x.what?.reference)).toEqual([
       `Patient/${pid}`,
