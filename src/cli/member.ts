@@ -27,6 +27,7 @@ import {
 } from '../node/admission-file.ts';
 import { inboxDir } from '../node/admission-inbox.ts';
 import { type NodeConfig, readNodeConfig } from '../node/config.ts';
+import { verifyPeers } from '../p2p/index.ts';
 import type { Print } from './share.ts';
 
 type Env = Readonly<Record<string, string | undefined>>;
@@ -59,6 +60,17 @@ async function readRequest(o: MemberOpts): Promise<{ config: NodeConfig; file: A
   }
   const verdict = checkAdmitRequest(genesis.chainId, genesis.members, file.tx);
   if (!verdict.ok) throw new Error(`${o.admission}: ${verdict.error.message}`);
+  // The peer record: the members' nodes will dial it and trust it as this member's.
+  const { peer } = file.tx;
+  const known = { chainId: genesis.chainId, members: [...genesis.members, member] };
+  const listed = [...config.peers, { index: member.index, ...peer }];
+  const checked = verifyPeers(known, listed);
+  const refused = checked.refused.find((r) => r.entry.index === member.index);
+  if (refused !== undefined || checked.byIndex.get(member.index) === undefined) {
+    throw new Error(
+      `${o.admission}: its peer record is refused: ${refused?.reason ?? 'peer id listed twice'}`,
+    );
+  }
   return { config, file };
 }
 

@@ -388,7 +388,13 @@ export class PatientReads {
         (m) => m.holder !== undefined && m.key[0] === 1 && m.key[1] === type && m.key[2] === id,
       );
       const picked = found === undefined ? undefined : pick(found);
-      return picked === undefined ? undefined : { ...picked, targets: [found!] };
+      if (picked === undefined) return undefined;
+      // The scopes are checked on what is answered: each version of a history, the version read.
+      const checked =
+        what.kind === 'history'
+          ? [found!, ...(found!.earlier ?? [])].map((v) => v.resource)
+          : [picked.resource];
+      return { ...picked, targets: [found!], checked };
     });
   }
 
@@ -422,10 +428,14 @@ export class PatientReads {
       | { kind: 'resource' | 'history'; type: string; id: string }
       | { kind: 'provenance'; id: string },
     guard: ReadGuard,
-    pick: (
-      got: Collected,
-    ) =>
-      | { resource: Resource; targets: readonly ServedMatch[]; versions?: readonly string[] }
+    pick: (got: Collected) =>
+      | {
+          resource: Resource;
+          targets: readonly ServedMatch[];
+          versions?: readonly string[];
+          /** What the guard checks the scopes of (default: the targets' resources). */
+          checked?: readonly Resource[];
+        }
       | undefined,
   ): Promise<Resource> {
     const name = what.kind === 'provenance' ? `Provenance/${what.id}` : `${what.type}/${what.id}`;
@@ -457,10 +467,7 @@ export class PatientReads {
             ...got.issues,
           ]);
         }
-        guard.resources(
-          patientId,
-          found.targets.map((m) => m.resource),
-        );
+        guard.resources(patientId, found.checked ?? found.targets.map((m) => m.resource));
         return found;
       },
     );

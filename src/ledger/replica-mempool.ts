@@ -53,7 +53,10 @@ export interface ChainState {
   readonly genesis: Genesis;
   /** The members as of the pinned keyblock: genesis members, then those admitted (membership.ts). */
   readonly roster: readonly Member[];
-  /** Looks up `roster` by index. */
+  /**
+   * Looks up the members of `roster` that take part now: one admitted in a chunk not complete yet
+   * is on the roster but not here (replica.ts takingPart).
+   */
   readonly members: MemberLookup;
   /** Height and hash of the latest pinned batch (0 and ZERO_HASH before the first). */
   readonly height: number;

@@ -87,6 +87,19 @@ export function pinnedReputations(state: ReputationState): InstitutionReputation
   return reputationsAt(state.histories, completedChunks(state), state.chain.genesis.params);
 }
 
+/**
+ * pinnedReputations as of keyblock `keyblockHeight` (at most the latest pinned one): what a
+ * proposer anchored there computed, whatever later keyblocks this replica has pinned since.
+ */
+export function reputationsAsOf(
+  state: ReputationState,
+  keyblockHeight: number,
+): InstitutionReputation[] {
+  const params = state.chain.genesis.params;
+  const completed = keyblockHeight === 0 ? 0 : chunkOfHeight(keyblockHeight, params.chunkSize);
+  return reputationsAt(state.histories, completed, params);
+}
+
 /** H as this replica sees it: 0 once it holds proof of the institution's misbehaviour. */
 export function integrityOf(state: ReputationState, institution: InstitutionIndex): Integrity {
   if (state.misbehaviour.has(institution)) return 0;

@@ -26,7 +26,8 @@ import { LedgerError, type LedgerErrorCode, OK, reject, type Verdict } from './e
 import { equivocationEvidence, evidenceCode, evidenceCulprit, statelessBlame } from './evidence.ts';
 import { type Accounts, applyBatchRewards, applyKeyblockRewards, genesisAccounts } from './fees.ts';
 import { ZERO_HASH } from './keyblock.ts';
-import { createMicroblock, type Microblock } from './microblock.ts';
+import { rosterLookup } from './membership.ts';
+import { createMicroblock, type MemberLookup, type Microblock } from './microblock.ts';
 import {
   assembleBatch,
   batchValueHash,
@@ -49,9 +50,14 @@ import {
   makeEntry,
   rebuildMempool,
 } from './replica-mempool.ts';
-import { addToChunk, markMisbehaviour, pinnedReputations } from './replica-reputation.ts';
+import {
+  addToChunk,
+  markMisbehaviour,
+  pinnedReputations,
+  reputationsAsOf,
+} from './replica-reputation.ts';
 import { type LedgerView, memoryLedgerView } from './replica-view.ts';
-import { chunkOfHeight, type InstitutionHistory } from './reputation.ts';
+import { chunkOfHeight, countsAt, type InstitutionHistory } from './reputation.ts';
 import { checkBundleStateless, txHash, verifyBundleSignature } from './tx.ts';
 import type {
   AdmitTx,
@@ -61,6 +67,7 @@ import type {
   Evidence,
   Genesis,
   InstitutionIndex,
+  Member,
   RegisterTx,
 } from './types.ts';
 
@@ -242,8 +249,10 @@ export function pinKeyblock(replica: Replica, kb: PinnedKeyblock): Replica {
     );
   }
   const blocks = new Map<string, Microblock>();
+  // A register tx may name a member admitted in this chunk as its home (it is on the roster).
+  const onRoster = rosterLookup(() => c.roster);
   kb.registers.forEach((tx, j) => {
-    const made = createMicroblock(tx, { i: kb.height, j }, c.members);
+    const made = createMicroblock(tx, { i: kb.height, j }, onRoster);
     if (!made.ok) throw failure(made.verdict);
     blocks.set(refKey(made.block.header), made.block);
   });
@@ -258,17 +267,35 @@ export function pinKeyblock(replica: Replica, kb: PinnedKeyblock): Replica {
   let histories = addToChunk(replica.histories, chunk, new Map([[kb.miner, 1]]), 'keyblocks');
   if (kb.admits !== undefined && kb.admits.length > 0) {
     const admitted = kb.admits.map((a) => a.member);
-    const roster = [...c.roster, ...admitted];
-    const byIndex = new Map(roster.map((m) => [m.index, m]));
     const accounts = new Map(chain.accounts);
     for (const m of admitted) accounts.set(m.index, 0);
-    chain = { ...chain, roster, members: (i) => byIndex.get(i), accounts };
+    chain = { ...chain, roster: [...c.roster, ...admitted], accounts };
     histories = [
       ...histories,
       ...admitted.map((m) => ({ index: m.index, chunks: [], joinedChunk: chunk })),
     ];
   }
+  if (histories.some((h) => h.joinedChunk !== undefined)) {
+    chain = { ...chain, members: takingPart(chain.roster, histories, chunk) };
+  }
   return withChain(replica, chain, histories);
+}
+
+/**
+ * The members that take part once `completed` chunks are complete: every member but those admitted
+ * in a chunk not complete yet (reputation.ts countsAt). The mempool and the proposer judge bundles
+ * with these, as validators do a batch anchored there (replica-batch.ts pinnedBatchContext), so a
+ * bundle naming a member too new to count (a leaf for it, its own records) waits outside the
+ * mempool instead of getting every honest batch refused.
+ */
+function takingPart(
+  roster: readonly Member[],
+  histories: readonly InstitutionHistory[],
+  completed: number,
+): MemberLookup {
+  const pending = new Set(histories.filter((h) => !countsAt(h, completed)).map((h) => h.index));
+  const byIndex = new Map(roster.filter((m) => !pending.has(m.index)).map((m) => [m.index, m]));
+  return (i) => byIndex.get(i);
 }
 
 /** Stateless rule breaches that only the bundle's signer can be blamed for. */
@@ -287,9 +314,16 @@ export function receiveBundle(replica: Replica, received: Bundle, now: number): 
   const c = replica.chain;
   const member = c.members(received.institution);
   if (member === undefined) {
+    const admitted = c.roster.some((m) => m.index === received.institution);
     return update(
       replica,
-      reject('UNKNOWN_INSTITUTION', `bundle of unknown ${received.institution}`),
+      reject(
+        'UNKNOWN_INSTITUTION',
+        admitted
+          ? `bundle of ${received.institution}, which takes part from the next reputation chunk`
+          : `bundle of unknown ${received.institution}`,
+        { institution: received.institution, ...(admitted ? { admitted: true } : {}) },
+      ),
     );
   }
   let entry: MempoolEntry;
@@ -370,7 +404,10 @@ export function validateProposal(replica: Replica, bytes: Bytes, asOf: number): 
   const held = heldBundles(replica.mempool, asOf, replica.opts.fairnessGraceMs);
   const capacity = replica.chain.genesis.params.maxBatchTxs;
   const { accounts } = replica.chain;
-  return checkFairness(checked.batch, held, pinnedReputations(replica), capacity, accounts);
+  // Shares as the proposer computed them: as of the batch's anchor (this replica may have pinned a
+  // keyblock of the next chunk since, which changes reputations and who takes part).
+  const reps = reputationsAsOf(replica, checked.batch.keyblockHeight);
+  return checkFairness(checked.batch, held, reps, capacity, accounts);
 }
 
 /**

@@ -38,6 +38,7 @@ import {
   pinKeyblock as pinInTree,
   pinnedNode,
 } from '../ledger/keyblock-tree.ts';
+import { rosterLookup } from '../ledger/membership.ts';
 import { createMicroblock, type Microblock } from '../ledger/microblock.ts';
 import {
   applyDecision,
@@ -314,7 +315,8 @@ export class Chain {
   }
 
   private microblocksOf(kb: Keyblock): Microblock[] {
-    const members = this.current.chain.members;
+    // A register tx's home may be a member admitted in this chunk: on the roster, not yet taking part.
+    const members = rosterLookup(() => this.current.chain.roster);
     return kb.registers.map((tx, j) => {
       const made = createMicroblock(tx, { i: kb.height, j }, members);
       if (!made.ok)

@@ -179,8 +179,13 @@ export async function startNode(opts: NodeOpts): Promise<SpchainNode> {
      */
     const currentPeers = (): PeerEntry[] => {
       const listed = new Map(config.peers.map((p) => [p.index, p]));
+      const ids = new Set(config.peers.map((p) => p.peerId));
       for (const [index, peer] of chain.admittedPeers()) {
-        if (!listed.has(index)) listed.set(index, { index, ...peer });
+        // The peers file wins: a chain entry reusing a listed peer id is left out (listed twice,
+        // verifyPeers would refuse both, cutting off the member already listed).
+        if (listed.has(index) || ids.has(peer.peerId)) continue;
+        listed.set(index, { index, ...peer });
+        ids.add(peer.peerId);
       }
       return [...listed.values()];
     };

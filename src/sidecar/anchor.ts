@@ -314,8 +314,12 @@ export class Anchorer {
     );
     const verdict = node.submitBundle(bundle);
     if (verdict.ok) return jobs.map(() => 'ok');
-    const { code, message } = verdict.error;
-    if (code === 'TOO_LARGE') return jobs.map(() => 'busy');
+    const { code, message, detail } = verdict.error;
+    // A full mempool, or this institution admitted so lately that it takes part only from the
+    // next reputation chunk: offered again later.
+    if (code === 'TOO_LARGE' || (code === 'UNKNOWN_INSTITUTION' && detail.admitted === true)) {
+      return jobs.map(() => 'busy');
+    }
     if (code === 'REPLAYED_TX') {
       // Held or pinned already; in a bundle of several, the others may be new: one at a time.
       return jobs.length === 1 ? ['ok'] : jobs.flatMap((j) => this.offer([j]));

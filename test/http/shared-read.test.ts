@@ -401,6 +401,15 @@ describe('history of a shared record', () => {
     expect((await withToken(C, `/fhir/${ref}/_history`, mine)).status).toBe(200);
     const other = await patientToken('cd'.repeat(32), 'launch/patient patient/*.rs');
     expect((await withToken(C, `/fhir/${ref}/_history`, other)).status).toBe(403);
+    // A granular scope is checked on every version it would answer.
+    const lab = await patientToken(
+      pid,
+      'launch/patient patient/Observation.rs?category=laboratory',
+    );
+    expect((await withToken(C, `/fhir/${ref}/_history`, lab)).status).toBe(403);
+    const vid = older!.meta?.versionId;
+    expect((await withToken(C, `/fhir/${ref}/_history/${vid}`, lab)).status).toBe(403);
+    expect((await withToken(C, `/fhir/${ref}/_history/${vid}`, mine)).status).toBe(200);
     const unknown = await call(s, C, 'GET', '/fhir/Observation/never-served/_history');
     expect(unknown.status).toBe(404);
     expect(texts(unknown)).toMatch(/is not held here/);

@@ -15,7 +15,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initInstitution } from '../../src/cli/init.ts';
 import { approveAdmissionFile, submitAdmissionFile } from '../../src/cli/member.ts';
 import { fromHex, toHex } from '../../src/crypto/bytes.ts';
+import { signAdmitRequest } from '../../src/ledger/membership.ts';
+import { formatAdmissionFile, parseAdmissionFile } from '../../src/node/admission-file.ts';
+import { parseGenesisFile } from '../../src/node/genesis-file.ts';
+import { openInstitutionKeys } from '../../src/node/keys.ts';
 import { findFreePorts } from '../../src/node/localnet.ts';
+import { peersFromJson } from '../../src/p2p/index.ts';
 import { type Cluster, type NodeLine, openTestNet, type TestNet, waitFor } from './cluster.ts';
 
 const WAIT_MS = 120_000;
@@ -70,6 +75,33 @@ describe('admitting an institution to a running network', () => {
     });
     const admission = join(joinDir, 'admission.json');
     const opts = (i: number) => ({ admission, nodeConfig: configPaths[i]!, env, print: quiet });
+    // Requests the joining institution signs with a peer record that is not its own (another
+    // member's peer id, a binding it did not make): not approved.
+    const { chainId, tx } = parseAdmissionFile(await readFile(admission, 'utf8'), admission);
+    const { genesis } = parseGenesisFile(await readFile(genesisPath, 'utf8'), genesisPath);
+    const known = { ...genesis, members: [...genesis.members, tx.member] };
+    const keyFile = join(joinDir, 'institution.key.json');
+    const passphrase = (await readFile(join(joinDir, 'passphrase'), 'utf8')).trim();
+    const keys = await openInstitutionKeys(
+      await readFile(keyFile, 'utf8'),
+      passphrase,
+      known,
+      4,
+      keyFile,
+    );
+    const peers = peersFromJson(JSON.parse(await readFile(peersPath, 'utf8')));
+    const resigned = async (peer: typeof tx.peer) => {
+      const proof = signAdmitRequest(chainId, tx.member, peer, keys.signingSecret);
+      const path = join(testNet.dir, 'bad-peer-admission.json');
+      await writeFile(path, formatAdmissionFile({ chainId, tx: { ...tx, peer, proof } }));
+      return approveAdmissionFile({ ...opts(0), admission: path });
+    };
+    await expect(resigned({ ...tx.peer, peerId: peers[2]!.peerId })).rejects.toThrow(
+      /peer record is refused/,
+    );
+    await expect(resigned({ ...tx.peer, binding: tx.proof })).rejects.toThrow(
+      /peer record is refused: binding is not member 4's signature/,
+    );
     await approveAdmissionFile(opts(0));
     // Two of four is not more than 2/3: not submitted.
     await expect(submitAdmissionFile(opts(1))).rejects.toThrow(/not enough approvals yet/);
