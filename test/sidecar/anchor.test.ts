@@ -199,7 +199,7 @@ describe('outbox and anchoring', () => {
     for (const r of acked) expect((await h.core.anchorer.status(r.txHash)).state).toBe('pinned');
   });
 
-  it('waits out a full mempool, and fails jobs the node refuses', async () => {
+  it('waits out a full mempool (or its own admission chunk), and fails jobs the node refuses', async () => {
     h = await openHarness(dir, fixture);
     let busy = 3;
     let refuse = false;
@@ -208,7 +208,13 @@ describe('outbox and anchoring', () => {
       submitBundle: (b: Bundle) => {
         if (busy > 0) {
           busy--;
-          return reject('TOO_LARGE', 'mempool full', { held: 256 });
+          // The last refusal: this institution was admitted in a chunk not complete yet.
+          return busy === 0
+            ? reject('UNKNOWN_INSTITUTION', 'takes part from the next chunk', {
+                institution: 0,
+                admitted: true,
+              })
+            : reject('TOO_LARGE', 'mempool full', { held: 256 });
         }
         if (refuse) return reject('BAD_CHAMELEON_OPENING', 'forged');
         submitted.push(b);
