@@ -12,9 +12,13 @@
  *    member's signed entry (at --listen) is added to the copy and written to `<dir>/peer.json` for
  *    the other institutions' peers files. `<dir>/config.json` (src/node/config.ts) is written and
  *    then loaded with readNodeConfig, so a directory that `init` accepts is one a node can start on.
+ *    Keys that are no genesis member join a running network instead: with --index (the next free
+ *    member index), `<dir>/admission.json` is written, the request signed with these keys
+ *    (src/ledger/membership.ts), for the members to approve and submit (member.ts), and the config
+ *    names it (its node starts from it until it has synced the keyblock admitting it).
  *
  *   <dir>/{institution.key.json, passphrase, member.json, genesis.json, peers.json, peer.json,
- *   config.json, data/}
+ *   admission.json, config.json, data/}
  */
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
