@@ -97,12 +97,15 @@ export interface SpchainNode {
    */
   submitRegister(tx: RegisterTx): Verdict;
   /**
-   * Takes an admit tx (a new member approved by more than 2/3 of the members; membership.ts) to
-   * carry in a keyblock this institution mines. Refused when it is not valid against the pinned
-   * members, or is waiting already.
+   * Takes an admit tx (a new member approved by more than 2/3 of the members; membership.ts) for
+   * the keyblocks this institution mines, and sends it to the other members, whose miners may
+   * carry it too. Refused when it is not valid against the pinned members, or is waiting already.
    */
   submitAdmit(tx: AdmitTx): Verdict;
-  /** The members as of the pinned keyblock: the genesis members, then those admitted since. */
+  /**
+   * The members as of the pinned keyblock: the genesis members, then those admitted since (one
+   * admitted in the current reputation chunk takes part from the next).
+   */
   members(): readonly Member[];
   /**
    * Takes a signed bundle (from this institution's sidecar): into the mempool, then to the network.
@@ -609,7 +612,8 @@ export async function startNode(opts: NodeOpts): Promise<SpchainNode> {
     }, RESEND_MS);
     closers.push(() => clearInterval(resend));
 
-    // Admission files the operator submitted (spchain member submit), for keyblocks mined here.
+    // Admission files the operator submitted (spchain member submit): held for the keyblocks mined
+    // here and sent to the other members (keyblock-flow.ts submitAdmit).
     let scanning = false;
     const inbox = setInterval(() => {
       if (scanning || stopping !== null) return;
