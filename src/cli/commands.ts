@@ -15,11 +15,11 @@ import { listRecords, showAudit, showConsents, showInstitutions } from './record
 import {
   allowUpload,
   grantAccess,
-  memberOf,
   openPatientKeys,
   parseWhen,
   patientIdHash,
   readGenesis,
+  resolveMember,
   revokeAccess,
 } from './share.ts';
 
@@ -86,7 +86,7 @@ export async function runCommand(p: Parsed): Promise<boolean> {
         genesis,
         keys,
         idHash,
-        institution: memberOf(genesis, p.need('institution')),
+        institution: await resolveMember(genesis, p.need('institution'), [p.need('home')], print),
         home: p.need('home'),
         waitSeconds,
         print,
@@ -94,7 +94,7 @@ export async function runCommand(p: Parsed): Promise<boolean> {
       return state === 'present' || waitSeconds === 0;
     }
     case 'patient grant': {
-      const grantee = memberOf(genesis, p.need('institution'));
+      const grantee = await resolveMember(genesis, p.need('institution'), holders, print);
       const until = p.need('until');
       if (values.link !== true && (values.issuer !== undefined || values.qr !== undefined)) {
         throw new UsageError('--issuer and --qr go with --link');
@@ -155,8 +155,8 @@ export async function runCommand(p: Parsed): Promise<boolean> {
       return showConsents({ sidecars: values.sidecar, session, print });
     case 'patient link': {
       const consentId = p.need('consent-id');
-      const grantee = memberOf(genesis, p.need('institution'));
       const issuer = p.need('issuer');
+      const grantee = await resolveMember(genesis, p.need('institution'), [issuer], print);
       const exp =
         values.until === undefined
           ? Date.now() + DEFAULT_LINK_TTL_MS

@@ -91,6 +91,62 @@ export function memberOf(genesis: Pick<Genesis, 'members' | 'chainId'>, which: s
   return m;
 }
 
+/**
+ * A member by index or name: from the genesis file, else (an institution admitted since) as the
+ * first of `sidecars` that answers lists it (GET /spchain/institutions, from its node's pinned
+ * chain: what the patient portal reads too). A sidecar of another network is an error.
+ */
+export async function resolveMember(
+  genesis: Pick<Genesis, 'members' | 'chainId'>,
+  which: string,
+  sidecars: readonly string[],
+  print: Print,
+): Promise<Member> {
+  try {
+    return memberOf(genesis, which);
+  } catch (err) {
+    if (sidecars.length === 0) throw err;
+  }
+  for (const url of sidecars) {
+    const r = await fetchJson(`${baseUrl(url)}/spchain/institutions`, { method: 'GET' }).catch(
+      () => undefined,
+    );
+    if (r?.status !== 200) continue;
+    const body = r.body as { chainId?: unknown; institutions?: unknown };
+    if (body.chainId !== genesis.chainId) {
+      throw new Error(
+        `${url} is a sidecar of network ${String(body.chainId)}, not ${genesis.chainId}`,
+      );
+    }
+    const listed = Array.isArray(body.institutions) ? body.institutions : [];
+    const found = listed.find((m: { index?: unknown; name?: unknown }) =>
+      /^\d+$/.test(which) ? m.index === Number(which) : m.name === which,
+    ) as Record<string, unknown> | undefined;
+    if (found === undefined) continue;
+    const key = (k: string) => {
+      const hex = found[k];
+      if (typeof hex !== 'string' || !/^[0-9a-f]{66}$/.test(hex)) {
+        throw new Error(`${url} lists institution ${which} with a malformed ${k}`);
+      }
+      return fromHex(hex);
+    };
+    const member: Member = {
+      index: Number(found.index),
+      name: String(found.name),
+      signingKey: key('signingKey'),
+      chameleonKey: key('chameleonKey'),
+      preKey: key('preKey'),
+    };
+    print(
+      `${member.name} (member ${member.index}) joined after the genesis file: its keys as ${baseUrl(url)} lists them`,
+    );
+    return member;
+  }
+  throw new Error(
+    `institution ${which} is neither in the genesis file of ${genesis.chainId} nor listed by ${sidecars.join(', ')}`,
+  );
+}
+
 /** A base URL without its trailing slashes. */
 export const baseUrl = (url: string) => url.replace(/\/+$/, '');
 const JSON_HEADERS = { 'content-type': 'application/json' };

@@ -259,6 +259,45 @@ it('allow-upload, grant, read, revoke: from the key file, through the holders', 
   expect(texts.filter((t) => t.includes('REVOKED'))).toHaveLength(2);
 }, 120_000);
 
+it('grants an institution its genesis file does not name, with the keys a holder lists', async () => {
+  // The patient's genesis file predates hospital-3 (as for an institution admitted later): the
+  // CLI takes hospital-3's keys from the holder's /spchain/institutions, which its node keeps.
+  const f = s.net.fixture;
+  const older = {
+    genesis: { ...f.genesis, members: f.genesis.members.slice(0, 3) },
+    credits: new Map([0, 1, 2].map((i) => [i, 1_000_000_000])),
+    keyblock: f.keyblock,
+    certificate: {
+      ...f.keyblockCertificate,
+      signatures: f.keyblockCertificate.signatures.slice(0, 3),
+    },
+  };
+  await writeFile(join(dir, 'genesis-older.json'), formatGenesisFile(older));
+  const withOlder = common.map((a) => (a === 'genesis.json' ? 'genesis-older.json' : a));
+  const until = new Date(s.net.now + 2 * 86_400_000).toISOString().slice(0, 10);
+  const args = (holders: string[]) => [
+    'grant',
+    ...withOlder,
+    '--institution',
+    '3',
+    '--until',
+    until,
+    '--from',
+    new Date(s.net.now - 3_600_000).toISOString(),
+    ...holders.flatMap((h) => ['--holder', h]),
+  ];
+  // Without a holder to ask, hospital-3 is unknown.
+  const unknown = await cli(args([]));
+  expect(unknown.code).not.toBe(0);
+  const granted = await cli(args([urls[0]!, urls[1]!]));
+  expect(granted.code, granted.out).toBe(0);
+  expect(granted.out).toContain(`hospital-3 (member 3) joined after the genesis file`);
+  expect(granted.out).toContain('kept by hospital-0');
+  expect(granted.out).toContain('kept by hospital-1');
+  const read = await getBundle(s, 3, `/fhir/Patient/${toHex(P.idHash)}/$everything`);
+  expect(read.entry!.filter((e) => e.resource?.resourceType === 'Observation')).toHaveLength(4);
+}, 120_000);
+
 it('says what is wrong with its arguments (exit 2) and with the key file (exit 1)', async () => {
   const noUntil = await cli(['grant', ...common, '--institution', '3', '--holder', urls[0]!]);
   expect(noUntil.code).toBe(2);
