@@ -135,6 +135,8 @@ export function compareKeys(a: SortKey, b: SortKey): number {
 }
 
 const iso = (ms: number) => new Date(ms).toISOString();
+/** A resource's `Type/id` as its holder names it. */
+const refOf = (res: Record<string, unknown>) => `${String(res.resourceType)}/${String(res.id)}`;
 
 export class PatientRecords {
   private readonly deps: PatientRecordsDeps;
@@ -302,7 +304,7 @@ export class PatientRecords {
         ids.idOf(holderRef(holder, res)),
       );
       served.forEach((resource, n) => {
-        const versions = earlier.get(String(own[n]!.id));
+        const versions = earlier.get(refOf(own[n]!));
         matches.push({
           key: [1, resource.resourceType, String(resource.id), holder],
           resource,
@@ -324,7 +326,7 @@ export class PatientRecords {
   }
 
   /**
-   * The earlier versions of a record's own resources, by the holder's id of each: every verified
+   * The earlier versions of a record's own resources, by the holder's `Type/id` of each: every verified
    * earlier version of the record that still holds a resource of that id, served under the id the
    * current one has here, oldest first.
    */
@@ -338,19 +340,19 @@ export class PatientRecords {
   ): Map<string, EarlierVersion[]> {
     const out = new Map<string, EarlierVersion[]>();
     if (r.earlier.length === 0) return out;
-    const current = new Map(own.map((res) => [String(res.id), res]));
+    const current = new Map(own.map((res) => [refOf(res), res]));
     for (const v of r.earlier) {
       const updated = seen.get(v.provenance.txHash)!;
-      const found = this.split(v).own.filter((res) => current.has(String(res.id)));
+      const found = this.split(v).own.filter((res) => current.has(refOf(res)));
       const served = found.map((res) =>
-        this.served(res, v, updated, patientId, idOf(current.get(String(res.id))!), refs),
+        this.served(res, v, updated, patientId, idOf(current.get(refOf(res))!), refs),
       );
       const targets = served.map((x) => `${x.resourceType}/${String(x.id)}/_history/${v.version}`);
       const provenance = sharedProvenance(v.provenance, targets, iso(updated));
       found.forEach((res, n) => {
-        const list = out.get(String(res.id)) ?? [];
+        const list = out.get(refOf(res)) ?? [];
         list.push({ resource: served[n]!, updated, reference: targets[n]!, provenance });
-        out.set(String(res.id), list);
+        out.set(refOf(res), list);
       });
     }
     return out;
