@@ -26,7 +26,6 @@ import {
   verifyEvidence,
 } from './evidence.ts';
 import { type Accounts, batchCharges, checkCharges } from './fees.ts';
-import type { MemberLookup } from './microblock.ts';
 import {
   batchContext,
   type ChainState,
@@ -35,9 +34,14 @@ import {
   type MempoolEntry,
   makeEntry,
 } from './replica-mempool.ts';
-import { consensusGroupAt, hasPinnedEvidence, type ReputationState } from './replica-reputation.ts';
+import {
+  consensusGroupAt,
+  hasPinnedEvidence,
+  type ReputationState,
+  takingPartAsOf,
+} from './replica-reputation.ts';
 import { EMPTY_OVERLAY, type LedgerView } from './replica-view.ts';
-import { chunkOfHeight, countsAt, type InstitutionReputation } from './reputation.ts';
+import type { InstitutionReputation } from './reputation.ts';
 import { txHashHex } from './tx.ts';
 import type { Bundle, Bytes, Evidence, InstitutionIndex, TxBatch } from './types.ts';
 import { internBundle } from './verify-cache.ts';
@@ -64,25 +68,11 @@ export interface PinnedState extends ReputationState {
 export function pinnedBatchContext(state: PinnedState, anchor: number): BatchContext {
   return {
     ...batchContext(state.chain),
-    members: membersAt(state, anchor),
+    // The members a batch anchored there may name, as its proposer judged them.
+    members: takingPartAsOf(state, anchor),
     group: consensusGroupAt(state, anchor),
     hasPinnedEvidence: (i) => hasPinnedEvidence(state, i),
   };
-}
-
-/**
- * The members whose bundles a batch anchored to keyblock `anchor` may carry: an admitted member
- * counts once the chunk that admitted it is complete (reputation.ts countsAt), so a batch is judged
- * alike by replicas that have pinned the admitting keyblock and by those that have not yet.
- */
-function membersAt(state: PinnedState, anchor: number): MemberLookup {
-  const { members, genesis } = state.chain;
-  if (!state.histories.some((h) => h.joinedChunk !== undefined)) return members;
-  const completed = anchor === 0 ? 0 : chunkOfHeight(anchor, genesis.params.chunkSize);
-  const pending = new Set(
-    state.histories.filter((h) => !countsAt(h, completed)).map((h) => h.index),
-  );
-  return pending.size === 0 ? members : (i) => (pending.has(i) ? undefined : members(i));
 }
 
 /**

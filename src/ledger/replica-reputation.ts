@@ -14,6 +14,7 @@
  *   the group.
  */
 import type { ConsensusGroup } from './certificate.ts';
+import type { MemberLookup } from './microblock.ts';
 import type { ChainState } from './replica-mempool.ts';
 import {
   chunkOfHeight,
@@ -31,7 +32,7 @@ import type { InstitutionIndex } from './types.ts';
 
 /** What the reputation views read of a replica. */
 export interface ReputationState {
-  readonly chain: Pick<ChainState, 'genesis' | 'members' | 'keyblockHeight'>;
+  readonly chain: Pick<ChainState, 'genesis' | 'members' | 'roster' | 'keyblockHeight'>;
   /** Each member's contributions per chunk, from pinned data, in genesis member order. */
   readonly histories: readonly InstitutionHistory[];
   /** Institutions this replica holds proof of misbehaviour against. */
@@ -78,13 +79,17 @@ export function hasPinnedEvidence(state: ReputationState, institution: Instituti
  * while batches anchored to its keyblocks can still be pinned).
  */
 export function completedChunks(state: ReputationState): number {
-  const k = state.chain.keyblockHeight;
-  return k === 0 ? 0 : chunkOfHeight(k, state.chain.genesis.params.chunkSize);
+  return completedAt(state.chain, state.chain.keyblockHeight);
+}
+
+/** Chunks completed once keyblock `keyblockHeight` is pinned (0 before keyblock 1). */
+function completedAt(chain: ReputationState['chain'], keyblockHeight: number): number {
+  return keyblockHeight === 0 ? 0 : chunkOfHeight(keyblockHeight, chain.genesis.params.chunkSize);
 }
 
 /** R of every member from pinned data alone, as every replica computes it. */
 export function pinnedReputations(state: ReputationState): InstitutionReputation[] {
-  return reputationsAt(state.histories, completedChunks(state), state.chain.genesis.params);
+  return reputationsAsOf(state, state.chain.keyblockHeight);
 }
 
 /**
@@ -92,12 +97,33 @@ export function pinnedReputations(state: ReputationState): InstitutionReputation
  * proposer anchored there computed, whatever later keyblocks this replica has pinned since.
  */
 export function reputationsAsOf(
-  state: ReputationState,
+  state: Pick<ReputationState, 'chain' | 'histories'>,
   keyblockHeight: number,
 ): InstitutionReputation[] {
-  const params = state.chain.genesis.params;
-  const completed = keyblockHeight === 0 ? 0 : chunkOfHeight(keyblockHeight, params.chunkSize);
-  return reputationsAt(state.histories, completed, params);
+  const completed = completedAt(state.chain, keyblockHeight);
+  return reputationsAt(state.histories, completed, state.chain.genesis.params);
+}
+
+/**
+ * The members that take part as of keyblock `keyblockHeight`: every member on the roster but those
+ * admitted in a chunk not complete then (reputation.ts countsAt). The mempool and the proposer
+ * judge bundles with those of the latest pinned keyblock (replica.ts pinKeyblock), validators a
+ * batch with those of its anchor (replica-batch.ts pinnedBatchContext): the same set for the same
+ * anchor, so a bundle naming a member too new to count (a leaf for it, its own records) waits
+ * outside the batch instead of getting every honest batch refused.
+ */
+export function takingPartAsOf(
+  state: Pick<ReputationState, 'chain' | 'histories'>,
+  keyblockHeight: number,
+): MemberLookup {
+  const { chain, histories } = state;
+  if (!histories.some((h) => h.joinedChunk !== undefined)) return chain.members;
+  const completed = completedAt(chain, keyblockHeight);
+  const pending = new Set(histories.filter((h) => !countsAt(h, completed)).map((h) => h.index));
+  const byIndex = new Map(
+    chain.roster.filter((m) => !pending.has(m.index)).map((m) => [m.index, m]),
+  );
+  return (i) => byIndex.get(i);
 }
 
 /** H as this replica sees it: 0 once it holds proof of the institution's misbehaviour. */
@@ -136,8 +162,7 @@ export function consensusGroupOf(state: ReputationState): ConsensusGroup {
  */
 export function consensusGroupAt(state: ReputationState, keyblockHeight: number): ConsensusGroup {
   const params = state.chain.genesis.params;
-  const completed = keyblockHeight === 0 ? 0 : chunkOfHeight(keyblockHeight, params.chunkSize);
-  const reps = reputationsAt(state.histories, completed, params);
+  const reps = reputationsAsOf(state, keyblockHeight);
   const rOf = new Map(reps.map((x) => [x.index, x.reputation]));
   return consensusGroup(reps, params.groupSize).map((member) => ({
     member,

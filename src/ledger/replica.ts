@@ -27,7 +27,7 @@ import { equivocationEvidence, evidenceCode, evidenceCulprit, statelessBlame } f
 import { type Accounts, applyBatchRewards, applyKeyblockRewards, genesisAccounts } from './fees.ts';
 import { ZERO_HASH } from './keyblock.ts';
 import { rosterLookup } from './membership.ts';
-import { createMicroblock, type MemberLookup, type Microblock } from './microblock.ts';
+import { createMicroblock, type Microblock } from './microblock.ts';
 import {
   assembleBatch,
   batchValueHash,
@@ -55,9 +55,10 @@ import {
   markMisbehaviour,
   pinnedReputations,
   reputationsAsOf,
+  takingPartAsOf,
 } from './replica-reputation.ts';
 import { type LedgerView, memoryLedgerView } from './replica-view.ts';
-import { chunkOfHeight, countsAt, type InstitutionHistory } from './reputation.ts';
+import { chunkOfHeight, type InstitutionHistory } from './reputation.ts';
 import { checkBundleStateless, txHash, verifyBundleSignature } from './tx.ts';
 import type {
   AdmitTx,
@@ -67,7 +68,6 @@ import type {
   Evidence,
   Genesis,
   InstitutionIndex,
-  Member,
   RegisterTx,
 } from './types.ts';
 
@@ -275,27 +275,8 @@ export function pinKeyblock(replica: Replica, kb: PinnedKeyblock): Replica {
       ...admitted.map((m) => ({ index: m.index, chunks: [], joinedChunk: chunk })),
     ];
   }
-  if (histories.some((h) => h.joinedChunk !== undefined)) {
-    chain = { ...chain, members: takingPart(chain.roster, histories, chunk) };
-  }
+  chain = { ...chain, members: takingPartAsOf({ chain, histories }, kb.height) };
   return withChain(replica, chain, histories);
-}
-
-/**
- * The members that take part once `completed` chunks are complete: every member but those admitted
- * in a chunk not complete yet (reputation.ts countsAt). The mempool and the proposer judge bundles
- * with these, as validators do a batch anchored there (replica-batch.ts pinnedBatchContext), so a
- * bundle naming a member too new to count (a leaf for it, its own records) waits outside the
- * mempool instead of getting every honest batch refused.
- */
-function takingPart(
-  roster: readonly Member[],
-  histories: readonly InstitutionHistory[],
-  completed: number,
-): MemberLookup {
-  const pending = new Set(histories.filter((h) => !countsAt(h, completed)).map((h) => h.index));
-  const byIndex = new Map(roster.filter((m) => !pending.has(m.index)).map((m) => [m.index, m]));
-  return (i) => byIndex.get(i);
 }
 
 /** Stateless rule breaches that only the bundle's signer can be blamed for. */
