@@ -200,6 +200,11 @@ export function registerFhirRoutes(app: FastifyInstance, deps: FhirRoutesDeps): 
     }
     return sendFhir(reply, 200, found.resource, found.headers);
   };
+  /** A stored version's answer, with its version headers. */
+  const stored = (found: { resource: Resource; version: number; lastUpdated: string }): Answer => ({
+    resource: found.resource,
+    headers: versionHeaders(found),
+  });
   /** A shared record's answer (undefined: nothing was served here under its id). */
   const served = (found: Resource | undefined): Answer | undefined =>
     found === undefined ? undefined : { resource: found, headers: servedHeaders(found) };
@@ -221,10 +226,7 @@ export function registerFhirRoutes(app: FastifyInstance, deps: FhirRoutesDeps): 
       reply,
       type,
       id,
-      async () => {
-        const found = await service.read(type, id, ctx);
-        return { resource: found.resource, headers: versionHeaders(found) };
-      },
+      async () => stored(await service.read(type, id, ctx)),
       shared && sharedRecord,
       async (notHere) => {
         // Not stored here: a Patient id may name a ledger patient (registered elsewhere), a record
@@ -306,10 +308,7 @@ export function registerFhirRoutes(app: FastifyInstance, deps: FhirRoutesDeps): 
       reply,
       type,
       id,
-      async () => {
-        const found = await service.vread(type, id, vid, ctx);
-        return { resource: found.resource, headers: versionHeaders(found) };
-      },
+      async () => stored(await service.vread(type, id, vid, ctx)),
       shared && version,
       // Not stored here: a version of a shared record served here; else the 404 it was.
       async (notHere) => orElse(shared && (await version()), notHere),
